@@ -1,0 +1,77 @@
+"""Shared behaviour of the command-line entry points: clean errors, exit codes, multirun safety."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from protolm.errors import ProtoLMError
+
+log = logging.getLogger("protolm")
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _output_dir() -> Path | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+
+
+class _DropNoise(logging.Filter):
+    """Drops advertising and duplicate-prone messages from third-party loggers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def tidy_logging() -> None:
+    """One copy of each log line: Lightning's own console handler duplicates Hydra's root handler."""
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        logger.handlers = [h for h in logger.handlers if isinstance(h, logging.FileHandler)]
+        logger.propagate = True
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropNoise())
+
+
+def run_main(fn, cfg: DictConfig):
+    """Run ``fn(cfg)``; a user error prints one line (no traceback) and exits non-zero.
+
+    In a multirun the failure is recorded in the job's ``error.txt`` and the sweep goes on:
+    one bad job must not lose the others.
+    """
+    tidy_logging()
+    show_traceback = bool(cfg.get("traceback")) or os.environ.get("PROTOLM_DEBUG") == "1"
+    try:
+        return fn(cfg)
+    except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
+        user_error = isinstance(err, ProtoLMError)
+        message = f"{type(err).__name__}: {err}" if not user_error else str(err)
+        detail = traceback.format_exc()
+        out = _output_dir()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "error.txt").write_text(f"{message}\n\n{detail}")
+        if show_traceback:
+            print(detail, file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        if not user_error and not show_traceback:
+            print("(unexpected error: the full traceback is in error.txt in the run directory; "
+                  "rerun with traceback=true or PROTOLM_DEBUG=1 to print it)", file=sys.stderr)
+        if _in_multirun():
+            log.error("job failed: %s", message)
+            return None
+        sys.exit(1 if user_error else 2)

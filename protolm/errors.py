@@ -1,0 +1,48 @@
+"""User-facing errors: one clear message, no traceback (unless PROTOLM_DEBUG=1 or debug=true)."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ProtoLMError(Exception):
+    """An error the user can fix: bad config, bad data, missing files. Printed without traceback."""
+
+
+class ConfigError(ProtoLMError):
+    pass
+
+
+class DataError(ProtoLMError):
+    pass
+
+
+class CheckpointError(ProtoLMError):
+    pass
+
+
+class TrainingDiverged(ProtoLMError):
+    pass
+
+
+def unknown_keys_message(where: str, unknown: Iterable[str], valid: Iterable[str]) -> str:
+    """'<where>: unknown key(s) x (did you mean y?); valid keys: a, b, c'."""
+    valid = sorted(valid)
+    parts = []
+    for key in sorted(unknown):
+        close = difflib.get_close_matches(key, valid, n=1)
+        parts.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"{where}: unknown key{'s' if len(parts) > 1 else ''} {', '.join(parts)}; valid keys: {', '.join(valid)}"
+
+
+def check_keys(where: str, given: Iterable[str], valid: Iterable[str]) -> None:
+    valid = set(valid)
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        raise ConfigError(unknown_keys_message(where, unknown, valid))
+
+
+def check_choice(key: str, value, choices: Iterable) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")

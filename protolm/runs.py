@@ -1,0 +1,100 @@
+"""Run directories: where a run writes, how ``ckpt_path`` resumes one, what a checkpoint carries."""
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from protolm.errors import CheckpointError, ConfigError
+
+LAST = "last.ckpt"
+
+
+def check_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Never write over a finished or checkpointed run unless asked."""
+    taken = [p.name for p in (run_dir / "results.json", run_dir / "checkpoints") if p.exists()]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"run directory {run_dir} already holds {', '.join(taken)}; resume it with ckpt_path=last, "
+            "or pass overwrite=true to start again there"
+        )
+
+
+def _hydra_overrides() -> list[str] | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "overwrite="))]
+
+
+def find_previous_run(log_dir: Path, overrides: list[str], exclude: Path) -> Path | None:
+    """The newest run under ``log_dir`` started with the same overrides that has a last.ckpt."""
+    candidates = []
+    for saved in log_dir.glob("**/.hydra/overrides.yaml"):
+        run = saved.parent.parent
+        last = run / "checkpoints" / LAST
+        if run.resolve() == exclude.resolve() or not last.exists():
+            continue
+        previous = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("ckpt_path=", "overwrite="))]
+        if sorted(previous) == sorted(overrides):
+            candidates.append((last.stat().st_mtime, run))
+    return max(candidates)[1] if candidates else None
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """A clear error for a missing, truncated or foreign file before torch.load sees it."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (truncated or foreign file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({err})") from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is corrupt (member {bad} fails its checksum)")
+
+
+def resolve_resume(cfg: DictConfig) -> tuple[Path, str | None]:
+    """(run directory to write into, checkpoint to resume from or None).
+
+    ``ckpt_path``: null (fresh run), ``last`` (this run directory's last.ckpt, else the newest run
+    started with the same overrides), a run directory, or a .ckpt file. Resuming continues in the
+    run directory the checkpoint belongs to, so checkpoints and results stay together.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    wanted = cfg.get("ckpt_path")
+    if wanted is None:
+        check_run_dir(run_dir, cfg.get("overwrite", False))
+        return run_dir, None
+    if str(wanted) == "last":
+        own = run_dir / "checkpoints" / LAST
+        if own.exists():
+            return run_dir, str(own)
+        overrides = _hydra_overrides()
+        found = find_previous_run(Path(cfg.paths.log_dir), overrides, run_dir) if overrides is not None else None
+        if found is None:
+            raise ConfigError(
+                f"ckpt_path=last: no earlier run with the same overrides has checkpoints/{LAST} under "
+                f"{cfg.paths.log_dir}; pass ckpt_path=<run directory or .ckpt file>, or drop ckpt_path to start afresh"
+            )
+        (run_dir / "RESUMED_INTO").write_text(f"{found}\n")
+        return found, str(found / "checkpoints" / LAST)
+    path = Path(str(wanted)).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / LAST if (path / "checkpoints").is_dir() else path / LAST
+    check_checkpoint_file(path)
+    owner = path.parent.parent if path.parent.name == "checkpoints" else run_dir
+    return owner, str(path)
+
+
+def tokenizer_files(tokenizer) -> dict[str, bytes]:
+    """The tokenizer's saved files, stored in every checkpoint so it loads without the hub."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}

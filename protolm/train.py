@@ -1,0 +1,139 @@
+"""Training a run from its composed config: the body of ``python run.py``."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from protolm import backbone as backbones
+from protolm import config as config_checks
+from protolm.callbacks import AtomicCheckpointIO, SaveOnInterrupt
+from protolm.data.datamodule import TaskDataModule
+from protolm.data.task import TaskSpec
+from protolm.model import ProtoLM
+from protolm.runs import resolve_resume, tokenizer_files
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizer) -> TaskDataModule:
+    return TaskDataModule(task, tokenizer, seed=cfg.seed, **OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def task_info(task: TaskSpec) -> dict:
+    return {"name": task.name, "num_classes": task.num_classes, "regression": task.is_regression,
+            "labels": task.labels, "pair": task.is_pair}
+
+
+def build_model(cfg: DictConfig, task: TaskSpec) -> ProtoLM:
+    sections = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "head", "loss", "optim")}
+    return ProtoLM(**sections, task=task_info(task), seed=cfg.seed)
+
+
+def monitor(task: TaskSpec) -> tuple[str, str]:
+    return f"val/{task.metric}", "min" if task.metric == "mse" else "max"
+
+
+def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[list, L.Callback]:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+    cb = cfg.callbacks
+    metric, mode = monitor(task)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best-epoch{epoch:02d}-step{step}", monitor=metric, mode=mode,
+        save_top_k=cb.checkpoint.save_top_k, save_last=cb.checkpoint.save_last, auto_insert_metric_name=False,
+    )
+    callbacks = [checkpoint]
+    if cb.checkpoint.every_n_train_steps:
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cb.checkpoint.every_n_train_steps,
+                                         save_top_k=1, enable_version_counter=False))
+    if cb.checkpoint.save_on_sigterm:
+        callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
+    if cb.early_stopping.enabled:
+        callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cb.early_stopping.patience))
+    if cfg.trainer.enable_progress_bar:
+        config_checks.check_choice("callbacks.progress_bar", cb.progress_bar, ("rich", "tqdm", "none"))
+        if cb.progress_bar == "rich":
+            callbacks.append(RichProgressBar(leave=True))
+        elif cb.progress_bar == "tqdm":
+            callbacks.append(TQDMProgressBar())
+    return callbacks, checkpoint
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, logger_cfg in (cfg.get("logger") or {}).items():
+        if logger_cfg and "_target_" in logger_cfg:
+            loggers.append(instantiate(logger_cfg))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg.pop("_target_", None)
+    # protolm's batch sampler shards data across processes itself (length grouping survives DDP).
+    trainer_cfg.setdefault("use_distributed_sampler", False)
+    return L.Trainer(**trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+                     default_root_dir=cfg.paths.output_dir)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, select the best checkpoint on ``task.select_on``, test on ``task.report_on``, write results.json."""
+    started = time.time()
+    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+    config_checks.validate(cfg, task)
+    run_dir, ckpt_path = resolve_resume(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    tokenizer = backbones.load_tokenizer(OmegaConf.to_container(cfg.backbone, resolve=True))
+    datamodule = build_datamodule(cfg, task, tokenizer)
+    model = build_model(cfg, task)
+    model.artifacts = {"config": config_checks.to_container(cfg), "tokenizer_files": tokenizer_files(tokenizer)}
+    callbacks, checkpoint = build_callbacks(cfg, task, ckpt_dir)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, callbacks, loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(model.artifacts["config"])
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    trained = time.time()
+    best = checkpoint.best_model_path or None
+    if best is None and checkpoint.last_model_path:
+        best = checkpoint.last_model_path
+    # Re-evaluate the selected checkpoint on both splits: the figures come from one set of weights.
+    val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)[0]
+    test = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)[0]
+    results = {
+        "task": task.name,
+        "backbone": cfg.backbone.name,
+        "backbone_source": backbones.resolve_source(OmegaConf.to_container(cfg.backbone, resolve=True)),
+        "head": cfg.head.name,
+        "num_prototypes": cfg.head.get("num_prototypes") if cfg.head.name == "prototype" else None,
+        "seed": cfg.seed,
+        "metrics": {k: float(v) for k, v in sorted({**val, **test}.items())},
+        "selection": {"metric": monitor(task)[0], "split": task.select_on, "best_score": _float(checkpoint.best_model_score)},
+        "splits": datamodule.describe(),
+        "best_checkpoint": str(best) if best else None,
+        "run_dir": str(run_dir),
+        "epochs_completed": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "train_seconds": round(trained - started, 1),
+        "config": model.artifacts["config"],
+    }
+    if trainer.is_global_zero:
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        for logger in trainer.loggers:
+            logger.log_metrics({f"final/{k}": v for k, v in results["metrics"].items()})
+            logger.save()
+    return results
+
+
+def _float(value):
+    return None if value is None else float(value)
+

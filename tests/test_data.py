@@ -1,0 +1,234 @@
+"""The one data module on every task's local files, and its errors on bad data."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from protolm.config import default_data_dir
+from protolm.data.datamodule import TaskDataModule
+from protolm.data.sampling import LengthGroupedBatchSampler
+from protolm.data.task import TaskSpec
+from protolm.errors import ConfigError, DataError
+
+from conftest import CONF, TASKS
+
+DATA = Path(default_data_dir())
+
+# What exists locally for each task (role -> (split name, size)); QNLI and MNLI ship dev only.
+EXPECTED = {
+    "sst2": {"train": ("train", 65349), "val": ("heldout", 2000), "test": ("validation", 872)},
+    "sst5": {"train": ("train", 8544), "val": ("validation", 1101), "test": ("test", 2210)},
+    "imdb": {"train": ("train", 22500), "val": ("validation", 2500), "test": ("test", 25000)},
+    "qnli": {"test": ("validation", 5463)},
+    "mnli": {"test": ("validation", 9815)},
+    "rte": {"train": ("train", 2241), "val": ("heldout", 249), "test": ("validation", 277)},
+    "mrpc": {"train": ("train", 3301), "val": ("heldout", 367), "test": ("validation", 408)},
+    "wnli": {"train": ("train", 571), "val": ("heldout", 64), "test": ("validation", 71)},
+    "pubmedqa": {"train": ("train", 450), "val": ("validation", 50), "test": ("test", 500)},
+    "biosses": {"train": ("train", 64), "val": ("validation", 16), "test": ("test", 20)},
+}
+
+
+def task_config(name: str) -> dict:
+    return yaml.safe_load((CONF / "task" / f"{name}.yaml").read_text())
+
+
+def module(task, tokenizer, **kwargs) -> TaskDataModule:
+    return TaskDataModule(task if isinstance(task, (dict, TaskSpec)) else task_config(task), tokenizer,
+                          kwargs.pop("data_dir", DATA), max_length=kwargs.pop("max_length", 64), **kwargs)
+
+
+def test_every_task_has_expectations():
+    assert sorted(EXPECTED) == TASKS
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_loads_its_local_splits(name, minilm_tokenizer):
+    dm = module(name, minilm_tokenizer)
+    spec = dm.spec
+    raw = dm.load_splits([split for split, _ in EXPECTED[name].values()])  # read, not tokenized
+    for role, (split_name, size) in EXPECTED[name].items():
+        split = raw[split_name]
+        assert len(split) == size, (role, split_name, len(split))
+        assert all(isinstance(t, str) for t in split.texts)
+        assert (split.pairs is not None) == spec.is_pair
+        if spec.is_regression:
+            assert all(0.0 <= y <= 4.0 for y in split.labels)
+        else:
+            assert set(split.labels) == set(range(spec.num_classes))  # every class, nothing else
+    small = module(name, minilm_tokenizer, max_train_samples=32, max_eval_samples=32)
+    for role in EXPECTED[name]:
+        encoded = small.role_split(role)
+        assert len(encoded) == min(32, EXPECTED[name][role][1])
+        assert all(2 <= len(e["input_ids"]) <= 64 for e in encoded.encodings)
+    if name in ("qnli", "mnli"):  # train is not on this disk and the hub is off in tests
+        with pytest.raises(DataError, match=rf"{name}/train\.\w+.*HF_HUB_OFFLINE.*data\.data_dir"):
+            dm.role_split("train")
+
+
+def test_selection_slice_never_overlaps_train_whatever_loads_first(minilm_tokenizer):
+    first_train = module("rte", minilm_tokenizer)
+    train_rows = set(first_train.role_split("train").rows)
+    held_rows = set(first_train.role_split("val").rows)
+    assert train_rows.isdisjoint(held_rows)
+    first_val = module("rte", minilm_tokenizer)
+    assert set(first_val.role_split("val").rows) == held_rows  # seeded: same slice either way
+    assert set(first_val.role_split("train").rows) == train_rows
+
+
+def test_split_seed_changes_the_carved_slice(minilm_tokenizer):
+    a = set(module("rte", minilm_tokenizer, split_seed=0).role_split("val").rows)
+    b = set(module("rte", minilm_tokenizer, split_seed=1).role_split("val").rows)
+    assert a != b and len(a) == len(b)
+
+
+def test_sample_limits_are_seeded_subsets(minilm_tokenizer):
+    dm = module("sst2", minilm_tokenizer, max_train_samples=100, max_eval_samples=50)
+    train, test = dm.role_split("train"), dm.role_split("test")
+    assert len(train) == 100 and len(test) == 50
+    again = module("sst2", minilm_tokenizer, max_train_samples=100, max_eval_samples=50)
+    assert again.role_split("train").rows == train.rows
+
+
+def test_pubmedqa_uses_the_official_test_ids(minilm_tokenizer):
+    import json
+
+    dm = module("pubmedqa", minilm_tokenizer)
+    test_ids = set(json.loads((DATA / "pubmedqa" / "test_ground_truth.json").read_text()))
+    assert set(dm.role_split("test").rows) == test_ids
+    assert test_ids.isdisjoint(dm.role_split("train").rows)
+
+
+def test_batches_are_padded_to_their_longest_sequence(minilm_tokenizer):
+    dm = module("sst2", minilm_tokenizer, max_train_samples=200, batch_size=16)
+    lengths = [len(e["input_ids"]) for e in dm.role_split("train").encodings]
+    for batch in dm.dataloader("train", shuffle=True):
+        real = batch["attention_mask"].sum(1)
+        assert batch["input_ids"].shape[1] == real.max()
+        assert sorted(real.tolist()) == sorted(lengths[i] for i in batch["index"].tolist())
+    fixed = module("sst2", minilm_tokenizer, max_train_samples=40, dynamic_padding=False)
+    assert {b["input_ids"].shape[1] for b in fixed.dataloader("train")} == {64}
+
+
+def test_length_grouping_reduces_padding(minilm_tokenizer):
+    def padding(group):
+        dm = module("sst2", minilm_tokenizer, max_train_samples=2000, batch_size=32, length_grouping=group)
+        return sum((1 - b["attention_mask"]).sum().item() for b in dm.dataloader("train", shuffle=True))
+
+    assert padding(True) < 0.5 * padding(False)
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_sampler_covers_every_example_once_per_epoch_and_reshuffles(group):
+    lengths = [i % 17 + 1 for i in range(203)]
+    sampler = LengthGroupedBatchSampler(lengths, 8, shuffle=True, group_by_length=group, seed=3, mega_batches=4)
+    first = [i for b in sampler for i in b]
+    assert sorted(first) == list(range(203)) and len(list(sampler)) == len(sampler)
+    assert [i for b in sampler for i in b] == first  # same epoch, same order (resumable)
+    sampler.set_epoch(1)
+    assert [i for b in sampler for i in b] != first
+
+
+def test_sampler_shards_are_disjoint_and_even():
+    lengths = list(range(1, 102))
+    shards = [LengthGroupedBatchSampler(lengths, 4, shuffle=True, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
+    a, b = ([i for batch in s for i in batch] for s in shards)
+    assert len(a) == len(b) == 51 and len(set(a) | set(b)) == 101  # one duplicate pads the odd one out
+    evals = [LengthGroupedBatchSampler(lengths, 4, shuffle=False, num_replicas=2, rank=r) for r in (0, 1)]
+    a, b = ([i for batch in s for i in batch] for s in evals)
+    assert sorted(a + b) == list(range(101))  # evaluation: every example exactly once
+
+
+def test_truncation_is_counted(minilm_tokenizer):
+    dm = module("rte", minilm_tokenizer, max_length=32)
+    split = dm.role_split("test")
+    assert 0 < split.truncated < len(split)
+    assert dm.describe()["test"]["truncated"] == split.truncated
+
+
+# --------------------------------------------------------------------------- bad data
+def write_task(tmp_path, rows: str, **changes) -> dict:
+    (tmp_path / "t").mkdir(exist_ok=True)
+    (tmp_path / "t" / "train.tsv").write_bytes(rows.encode() if isinstance(rows, str) else rows)
+    (tmp_path / "t" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
+    cfg = {"name": "toy", "text_fields": ["sentence"], "label_field": "label", "labels": ["neg", "pos"],
+           "local": {"format": "tsv", "train": "t/train.tsv", "validation": "t/dev.tsv"},
+           "carve": [{"split": "heldout", "from": "train", "size": 1}],
+           "select_on": "heldout", "report_on": "validation"}
+    cfg.update(changes)
+    return cfg
+
+
+def test_label_outside_the_label_set_names_file_and_row(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, "sentence\tlabel\nfine\t1\nodd\t7\nok\t0\n")
+    with pytest.raises(DataError, match=r"t/train.tsv: row 3: label '7' is not in the label set"):
+        module(cfg, minilm_tokenizer, data_dir=tmp_path).role_split("train")
+
+
+def labels_by_line(dm) -> dict:
+    """Line number -> label over train and the slice carved from it."""
+    splits = dm.load_splits(["train", "heldout"])
+    return {row: y for s in splits.values() for row, y in zip(s.rows, s.labels)}
+
+
+def test_label_names_and_label_map_are_both_understood(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, "sentence\tlabel\nfine\tpos\nodd\tneg\nok\tpos\n")
+    assert labels_by_line(module(cfg, minilm_tokenizer, data_dir=tmp_path)) == {2: 1, 3: 0, 4: 1}
+    cfg = write_task(tmp_path, "sentence\tlabel\nfine\tP\nodd\tN\nok\tP\n", label_map={"P": 1, "N": 0})
+    assert labels_by_line(module(cfg, minilm_tokenizer, data_dir=tmp_path)) == {2: 1, 3: 0, 4: 1}
+
+
+def test_missing_files_name_the_paths_tried_and_the_fix(tmp_path, minilm_tokenizer):
+    dm = module("sst2", minilm_tokenizer, data_dir=tmp_path / "nowhere")
+    with pytest.raises(DataError) as err:
+        dm.role_split("train")
+    message = str(err.value)
+    assert str(tmp_path / "nowhere" / "sst2" / "train.tsv") in message
+    assert "data.data_dir" in message and "PROTOLM_DATA_DIR" in message
+
+
+def test_hub_never_is_respected(tmp_path, minilm_tokenizer):
+    dm = module("sst2", minilm_tokenizer, data_dir=tmp_path, hub="never")
+    with pytest.raises(DataError, match="data.hub=never"):
+        dm.role_split("test")
+
+
+def test_non_utf8_bytes_name_file_and_line(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, b"sentence\tlabel\nfine\t1\ncaf\xe9\t0\n")
+    with pytest.raises(DataError, match=r"t/train.tsv: line 3: .*not valid utf-8"):
+        module(cfg, minilm_tokenizer, data_dir=tmp_path).role_split("train")
+
+
+def test_missing_column_lists_the_fields_present(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, "text\tlabel\nfine\t1\nok\t0\n")
+    with pytest.raises(DataError, match=r"no text field 'sentence' \(fields present: label, text\)"):
+        module(cfg, minilm_tokenizer, data_dir=tmp_path).role_split("train")
+
+
+def test_ragged_rows_with_a_stray_empty_field_are_repaired_others_rejected(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, "sentence\tlabel\nfine\t\t1\nok\t0\nx\t0\n")
+    assert labels_by_line(module(cfg, minilm_tokenizer, data_dir=tmp_path)) == {2: 1, 3: 0, 4: 0}
+    cfg = write_task(tmp_path, "sentence\tlabel\nfine\tx\t1\nok\t0\n")
+    with pytest.raises(DataError, match="line 2: 3 fields where the header has 2"):
+        module(cfg, minilm_tokenizer, data_dir=tmp_path).role_split("train")
+
+
+def test_task_yaml_with_a_misspelled_key_lists_the_valid_keys(tmp_path):
+    cfg = write_task(tmp_path, "sentence\tlabel\n")
+    cfg["lable_field"] = cfg.pop("label_field")
+    with pytest.raises(ConfigError, match=r"unknown key 'lable_field' \(did you mean 'label_field'\?\); valid keys: .*text_fields"):
+        TaskSpec.from_config(cfg)
+
+
+def test_task_selecting_on_the_reported_split_is_refused(tmp_path):
+    cfg = write_task(tmp_path, "sentence\tlabel\n", select_on="validation")
+    with pytest.raises(ConfigError, match="leaks"):
+        TaskSpec.from_config(cfg)
+
+
+def test_headerless_files_take_their_column_names_from_the_task(tmp_path, minilm_tokenizer):
+    cfg = write_task(tmp_path, "fine\t1\nodd\t0\nok\t1\n")
+    cfg["local"].update(header=False, columns=["sentence", "label"])
+    (tmp_path / "t" / "dev.tsv").write_text("good\t1\n")
+    dm = module(cfg, minilm_tokenizer, data_dir=tmp_path)
+    assert len(dm.role_split("train")) == 2 and dm.role_split("test").labels == [1]
