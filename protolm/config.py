@@ -53,14 +53,19 @@ def _number(key: str, value, low=None, high=None, integer=False, low_open=False,
         raise ConfigError(f"{key}={value!r} must be {kind} in {span}" + (" or null" if allow_none else ""))
 
 
+def fill_num_prototypes(cfg: DictConfig, task: TaskSpec) -> None:
+    """``head.num_prototypes: null`` means 10 per class; resolved once the task is known."""
+    if cfg.head.name == "prototype" and cfg.head.num_prototypes is None:
+        cfg.head.num_prototypes = DEFAULT_PROTOTYPES_PER_CLASS * task.num_classes
+
+
 def validate(cfg: DictConfig, task: TaskSpec) -> None:
     """Check every research and data knob before anything expensive starts (fills head.num_prototypes)."""
     head, loss, optim, data = cfg.head, cfg.loss, cfg.optim, cfg.data
     check_choice("head", head.name, HEADS)
     if head.name == "prototype":
         c = task.num_classes
-        if head.num_prototypes is None:
-            head.num_prototypes = DEFAULT_PROTOTYPES_PER_CLASS * c
+        fill_num_prototypes(cfg, task)
         _number("head.num_prototypes", head.num_prototypes, low=1, integer=True)
         if head.num_prototypes % c or head.num_prototypes < c:
             lower = max(c, head.num_prototypes // c * c)

@@ -31,6 +31,7 @@ def task_info(task: TaskSpec) -> dict:
 
 
 def build_model(cfg: DictConfig, task: TaskSpec) -> ProtoLM:
+    config_checks.fill_num_prototypes(cfg, task)
     sections = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("backbone", "head", "loss", "optim")}
     return ProtoLM(**sections, task=task_info(task), seed=cfg.seed)
 

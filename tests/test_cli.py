@@ -1,0 +1,83 @@
+"""The command line as users meet it: run.py's errors are one clear message, never a bare traceback."""
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import BACKBONES, TASKS, run_cli
+
+HUB_IDS = {
+    "bert-base-uncased": "google-bert/bert-base-uncased",
+    "bert-large-uncased": "google-bert/bert-large-uncased",
+    "roberta-base": "FacebookAI/roberta-base",
+    "roberta-large": "FacebookAI/roberta-large",
+    "deberta-v3-large": "microsoft/deberta-v3-large",
+    "electra-large": "google/electra-large-discriminator",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "tiny": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def test_every_required_option_exists():
+    assert set(TASKS) == {"sst2", "sst5", "imdb", "qnli", "mnli", "rte", "mrpc", "wnli", "pubmedqa", "biosses"}
+    assert set(HUB_IDS) <= set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", sorted(HUB_IDS))
+def test_backbone_configs_compose_with_their_hub_ids(name, make_config):
+    cfg = make_config(f"backbone={name}", "task=rte")
+    assert cfg.backbone.name == name and cfg.backbone.pretrained == HUB_IDS[name]
+    assert cfg.optim.backbone_lr == cfg.backbone.lr > 0
+    assert cfg.backbone.pooling in ("cls", "mean")
+
+
+def test_any_hub_encoder_by_pretrained(make_config):
+    cfg = make_config("backbone=hf", "backbone.pretrained=google-bert/bert-base-cased")
+    from protolm.backbone import resolve_source
+
+    assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
+    # Overriding pretrained on the packaged MiniLM config must not silently load MiniLM.
+    cfg = make_config("backbone.pretrained=google-bert/bert-base-cased")
+    assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
+
+
+def assert_clean_failure(result, *fragments):
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+@pytest.mark.parametrize("group,bad,valid", [
+    ("task", "sst3", "sst2"), ("backbone", "roberta-huge", "roberta-large"), ("head", "protoype", "prototype"),
+])
+def test_unknown_option_names_list_the_valid_ones(group, bad, valid):
+    result = run_cli("run.py", f"{group}={bad}")
+    assert_clean_failure(result, f"Could not find '{group}/{bad}'", "Available options", valid)
+
+
+def test_unknown_key_is_refused():
+    assert_clean_failure(run_cli("run.py", "head.num_protos=4"), "Key 'num_protos' is not in struct")
+
+
+def test_bad_value_is_one_line_naming_the_key():
+    result = run_cli("run.py", "backbone=tiny", "head.num_prototypes=25")
+    assert_clean_failure(result, "error: head.num_prototypes=25 must be a multiple of task sst2's 2 classes")
+    assert result.returncode == 1
+
+
+def test_missing_data_names_the_paths_tried_and_the_fix(tmp_path):
+    result = run_cli("run.py", "backbone=tiny", f"data.data_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=none")
+    assert_clean_failure(result, f"{tmp_path}/sst2/train.tsv", "data.data_dir=", "PROTOLM_DATA_DIR")
+
+
+def test_hub_backbone_offline_fails_fast_with_the_fix():
+    result = run_cli("run.py", "backbone=roberta-large", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert_clean_failure(result, "backbone roberta-large: cannot load 'FacebookAI/roberta-large'", "backbone.pretrained=")
+
+
+def test_fast_dev_run_from_the_command_line(tmp_path):
+    result = run_cli("run.py", "backbone=tiny", "trainer.fast_dev_run=true", "logger=none", "data.max_train_samples=32",
+                     "data.max_eval_samples=32", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 0, result.stderr
+    assert "sst2 / tiny / prototype: " in result.stdout and "test/acc=" in result.stdout
+    assert (tmp_path / "run" / "results.json").exists()
