@@ -51,3 +51,16 @@ class SaveOnInterrupt(Callback):
         trainer.save_checkpoint(self.last_path)
         log.warning("interrupted (%s): saved %s; resume with ckpt_path=%s", type(exception).__name__,
                     self.last_path, self.last_path)
+
+
+class ProjectEveryNEpochs(Callback):
+    """Project the prototypes at the end of every N-th training epoch (``project.every_n_epochs``)."""
+
+    def __init__(self, every_n_epochs: int, mode: str, top_k: int):
+        self.every_n_epochs, self.mode, self.top_k = every_n_epochs, mode, top_k
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            from protolm.projection import project
+
+            project(pl_module, trainer.datamodule, self.mode, self.top_k)

@@ -47,6 +47,22 @@ def tidy_logging() -> None:
         handler.addFilter(_DropNoise())
 
 
+def quote_free_text(argv: list[str], keys: tuple[str, ...] = ("text", "text_pair")) -> list[str]:
+    """Let ``text="a, b (c)"`` through Hydra's override grammar as the literal string it is.
+
+    Hydra reads commas, brackets and quotes in values as syntax; free text is quoted and escaped
+    here so that users can type a sentence as they would say it.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and not (len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""):
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${")
+            arg = f"{key}='{escaped}'"
+        out.append(arg)
+    return out
+
+
 def run_main(fn, cfg: DictConfig):
     """Run ``fn(cfg)``; a user error prints one line (no traceback) and exits non-zero.
 

@@ -77,8 +77,10 @@ class PrototypeHead(nn.Module):
     """Attention pooling -> similarity to P prototypes -> linear layer P -> C.
 
     ``PrototypeHead(hidden_size, num_prototypes, num_classes, similarity="inv_l2")`` works on
-    any encoder: call it as ``head(hidden_states, attention_mask)``. For regression pass
-    ``num_classes=1``: all prototypes then share one block and the last layer gets a bias.
+    any encoder: call it as ``head(hidden_states, attention_mask)``. Prototypes come in P/C
+    contiguous blocks per class; pass ``prototype_class`` (one class index per prototype) for
+    any other assignment, e.g. a pruned head. For regression pass ``num_classes=1``: all
+    prototypes then share one block and the last layer gets a bias.
     """
 
     def __init__(
@@ -91,22 +93,30 @@ class PrototypeHead(nn.Module):
         attention_dim: int | None = None,
         incorrect_class_weight: float = -0.5,
         init_std: float = 1.0,
+        prototype_class=None,
     ):
         super().__init__()
         if similarity not in SIMILARITIES:
             raise ValueError(f"head.similarity={similarity!r} is not one of {', '.join(SIMILARITIES)}")
-        if num_classes < 1 or num_prototypes < num_classes or num_prototypes % num_classes:
-            raise ValueError(
-                f"head.num_prototypes={num_prototypes} must be a positive multiple of the "
-                f"number of classes ({num_classes})"
-            )
+        if prototype_class is None:
+            if num_classes < 1 or num_prototypes < num_classes or num_prototypes % num_classes:
+                raise ValueError(
+                    f"head.num_prototypes={num_prototypes} must be a positive multiple of the "
+                    f"number of classes ({num_classes})"
+                )
+            prototype_class = prototype_classes(num_prototypes, num_classes)
+        prototype_class = torch.as_tensor(prototype_class, dtype=torch.long)
+        counts = torch.bincount(prototype_class, minlength=num_classes)
+        if len(counts) != num_classes or counts.min() < 1:
+            raise ValueError(f"every one of the {num_classes} classes needs at least one prototype, got counts {counts.tolist()}")
+        num_prototypes = len(prototype_class)
         self.hidden_size, self.num_prototypes, self.num_classes = hidden_size, num_prototypes, num_classes
         self.similarity_kind, self.eps = similarity, eps
         self.incorrect_class_weight = incorrect_class_weight
         self.pooling = AttentionPooling(hidden_size, attention_dim)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, hidden_size) * init_std)
         # Buffers, not attributes: they travel in the state dict and hence in every checkpoint.
-        self.register_buffer("prototype_class", prototype_classes(num_prototypes, num_classes))
+        self.register_buffer("prototype_class", prototype_class)
         self.register_buffer("prototypes_initialized", torch.tensor(False))
         self.regression = num_classes == 1
         self.last_layer = nn.Linear(num_prototypes, num_classes, bias=self.regression)
@@ -114,7 +124,23 @@ class PrototypeHead(nn.Module):
 
     @property
     def prototypes_per_class(self) -> int:
-        return self.num_prototypes // self.num_classes
+        """The smallest number of prototypes any class has (P/C for the usual equal blocks)."""
+        return int(torch.bincount(self.prototype_class, minlength=self.num_classes).min())
+
+    @torch.no_grad()
+    def keep_prototypes(self, keep: torch.Tensor) -> None:
+        """Remove prototypes (``keep`` is a bool mask over P) with their last-layer columns."""
+        keep = keep.to(self.prototype_class.device).bool()
+        if torch.bincount(self.prototype_class[keep], minlength=self.num_classes).min() < 1:
+            raise ValueError("pruning would leave a class without prototypes")
+        self.prototypes = nn.Parameter(self.prototypes[keep].clone())
+        self.prototype_class = self.prototype_class[keep].clone()
+        old = self.last_layer
+        self.last_layer = nn.Linear(int(keep.sum()), self.num_classes, bias=old.bias is not None).to(old.weight)
+        self.last_layer.weight.copy_(old.weight[:, keep])
+        if old.bias is not None:
+            self.last_layer.bias.copy_(old.bias)
+        self.num_prototypes = int(keep.sum())
 
     @torch.no_grad()
     def reset_last_layer(self):

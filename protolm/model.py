@@ -24,13 +24,18 @@ class ProtoLM(L.LightningModule):
 
     ``backbone``, ``head``, ``loss``, ``optim``: the config sections of the same names;
     ``task``: ``{"name", "num_classes", "regression", "labels"}``. ``encoder`` may be passed
-    pre-built (used when restoring from a checkpoint without the hub).
+    pre-built (used when restoring from a checkpoint without the hub), and ``prototype_class``
+    given for a head whose prototypes are not P/C equal blocks (a pruned head).
+    ``last_layer_only`` switches training to the last layer alone (after a projection).
     """
 
-    def __init__(self, backbone: dict, head: dict, loss: dict, optim: dict, task: dict, seed: int = 0, encoder=None):
+    def __init__(self, backbone: dict, head: dict, loss: dict, optim: dict, task: dict, seed: int = 0, encoder=None,
+                 prototype_class=None):
         super().__init__()
         self.backbone_cfg, self.head_cfg, self.loss_cfg, self.optim_cfg = backbone, head, loss, optim
         self.task_info, self.seed = task, seed
+        self.projection: dict | None = None  # set by protolm.projection.project
+        self.last_layer_only = False
         self.regression = bool(task["regression"])
         self.num_classes = int(task["num_classes"])
         if encoder is None:
@@ -45,9 +50,11 @@ class ProtoLM(L.LightningModule):
             self.head = PrototypeHead(
                 hidden, head["num_prototypes"], self.num_classes, similarity=head["similarity"], eps=head["eps"],
                 attention_dim=head.get("attention_dim"), incorrect_class_weight=head["incorrect_class_weight"],
-                init_std=head["init_std"],
+                init_std=head["init_std"], prototype_class=prototype_class,
             )
-            self.k = resolve_k(loss["cohsep_ratio"], self.head.prototypes_per_class)
+            # K from the configured P/C; a pruned head may have fewer prototypes in some class.
+            configured_per_class = max(1, int(head.get("num_prototypes") or self.head.num_prototypes) // self.num_classes)
+            self.k = min(resolve_k(loss["cohsep_ratio"], configured_per_class), self.head.prototypes_per_class)
             if head["prototype_init"] == "random":
                 self.head.prototypes_initialized.fill_(True)
         else:
@@ -123,7 +130,7 @@ class ProtoLM(L.LightningModule):
             self.usage[f"usage_{stage}"].reset()
 
     def on_train_epoch_start(self):
-        if self.optim_cfg.get("freeze_backbone"):
+        if self.optim_cfg.get("freeze_backbone") or self.last_layer_only:
             self.encoder.eval()  # a frozen encoder keeps its dropout off
 
     def on_train_epoch_end(self):
@@ -149,8 +156,13 @@ class ProtoLM(L.LightningModule):
             "format": 1,
             "task": self.task_info,
             "backbone_config": self.encoder.config.to_dict(),
+            "prototype_class": self.head.prototype_class.tolist() if self.is_prototype else None,
+            "projection": self.projection,
             **getattr(self, "artifacts", {}),
         }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.projection = checkpoint.get("protolm", {}).get("projection")
 
     # ------------------------------------------------------- prototype initialisation
     def on_fit_start(self):
@@ -198,6 +210,10 @@ class ProtoLM(L.LightningModule):
     # --------------------------------------------------------------- optimisation
     def configure_optimizers(self):
         cfg = self.optim_cfg
+        if self.last_layer_only:  # ProtoPNet's last-layer phase: prototypes and encoder stay fixed
+            for name, param in self.named_parameters():
+                param.requires_grad_(name.startswith("head.last_layer."))
+            return torch.optim.AdamW(self.head.last_layer.parameters(), lr=cfg["head_lr"], weight_decay=0.0)
         no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias", "norm.weight")
         groups = {"backbone_decay": [], "backbone_no_decay": [], "head_decay": [], "head_no_decay": []}
         for name, param in self.named_parameters():

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from protolm import backbone as backbones
 from protolm import config as config_checks
-from protolm.callbacks import AtomicCheckpointIO, SaveOnInterrupt
+from protolm.callbacks import AtomicCheckpointIO, ProjectEveryNEpochs, SaveOnInterrupt
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
 from protolm.model import ProtoLM
@@ -55,6 +55,8 @@ def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[li
                                          save_top_k=1, enable_version_counter=False))
     if cb.checkpoint.save_on_sigterm:
         callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
+    if cfg.head.name == "prototype" and cfg.project.every_n_epochs:
+        callbacks.append(ProjectEveryNEpochs(cfg.project.every_n_epochs, cfg.project.mode, cfg.project.top_k))
     if cb.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cb.early_stopping.patience))
     if cfg.trainer.enable_progress_bar:
@@ -104,9 +106,14 @@ def train(cfg: DictConfig) -> dict:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trained = time.time()
-    best = checkpoint.best_model_path or None
-    if best is None and checkpoint.last_model_path:
-        best = checkpoint.last_model_path
+    best = checkpoint.best_model_path or checkpoint.last_model_path or None
+    extra_metrics, projection = {}, None
+    health = None
+    if model.is_prototype and cfg.project.at_end:
+        best, extra_metrics = project_selected(cfg, trainer, model, datamodule, best, ckpt_dir)
+        projection = {k: v for k, v in model.projection.items() if k != "prototypes"}
+    if model.is_prototype and (cfg.health.at_end or cfg.prune.enabled):
+        best, health = check_health(cfg, trainer, model, datamodule, best, ckpt_dir)
     # Re-evaluate the selected checkpoint on both splits: the figures come from one set of weights.
     val = trainer.validate(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)[0]
     test = trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)[0]
@@ -117,10 +124,12 @@ def train(cfg: DictConfig) -> dict:
         "head": cfg.head.name,
         "num_prototypes": cfg.head.get("num_prototypes") if cfg.head.name == "prototype" else None,
         "seed": cfg.seed,
-        "metrics": {k: float(v) for k, v in sorted({**val, **test}.items())},
+        "metrics": {k: float(v) for k, v in sorted({**val, **test, **extra_metrics}.items())},
         "selection": {"metric": monitor(task)[0], "split": task.select_on, "best_score": _float(checkpoint.best_model_score)},
         "splits": datamodule.describe(),
         "best_checkpoint": str(best) if best else None,
+        "projection": projection,
+        "health": health,
         "run_dir": str(run_dir),
         "epochs_completed": trainer.current_epoch,
         "global_step": trainer.global_step,
@@ -133,6 +142,61 @@ def train(cfg: DictConfig) -> dict:
             logger.log_metrics({f"final/{k}": v for k, v in results["metrics"].items()})
             logger.save()
     return results
+
+
+def project_selected(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple[str, dict]:
+    """Project the selected model's prototypes (and optionally retrain its last layer); save projected.ckpt."""
+    import torch
+
+    from protolm.projection import project
+
+    if best:
+        model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
+    extra = {}
+    if cfg.project.report_unprojected:
+        tested = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+        extra = {f"unprojected/{k}": v for k, v in tested.items()}
+    project(model, datamodule, cfg.project.mode, cfg.project.top_k)
+    if cfg.project.mode == "replace" and cfg.project.last_layer_epochs:
+        train_last_layer(cfg, model, datamodule)
+    path = ckpt_dir / "projected.ckpt"
+    trainer.save_checkpoint(path, weights_only=True)
+    if trainer.is_global_zero:
+        (Path(cfg.paths.output_dir) / "prototypes.json").write_text(json.dumps(model.projection, indent=1) + "\n")
+    return str(path), extra
+
+
+def check_health(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple[str, dict]:
+    """health.json and prototypes_pca.png in the run directory; prune (pruned.ckpt) when asked."""
+    import torch
+
+    from protolm.commands import health_report
+
+    if model.projection is None and best:  # not projected: report on the selected weights
+        model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
+    # Every process computes the same report (the neighbour search gathers across processes)
+    # and prunes the same prototypes; rank 0 writes the files.
+    report = health_report(model, datamodule, cfg, Path(cfg.paths.output_dir), write=trainer.is_global_zero)
+    if cfg.prune.enabled:
+        best = str(ckpt_dir / "pruned.ckpt")
+        trainer.save_checkpoint(best, weights_only=True)
+    return best, {"summary": report["summary"], "pruned": report.get("pruned"), "after_pruning": report.get("after_pruning")}
+
+
+def train_last_layer(cfg, model, datamodule) -> None:
+    """ProtoPNet's last-layer phase after a push: only the P -> C weights learn, for project.last_layer_epochs."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_cfg.pop("_target_", None)
+    trainer_cfg.update(max_epochs=cfg.project.last_layer_epochs, max_steps=-1, enable_checkpointing=False,
+                       num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False)
+    model.last_layer_only = True
+    try:
+        L.Trainer(**trainer_cfg, logger=False, default_root_dir=cfg.paths.output_dir).fit(model, datamodule=datamodule)
+    finally:
+        model.last_layer_only = False
+        model.requires_grad_(True)
+        if cfg.optim.freeze_backbone:
+            model.encoder.requires_grad_(False)
 
 
 def _float(value):

@@ -55,6 +55,14 @@ def compose_config(run_dir: Path, overrides: list[str]):
     return cfg
 
 
+def pytest_configure(config):
+    from protolm.config import default_data_dir
+
+    data = Path(default_data_dir())
+    if not (data / "sst2").is_dir():
+        pytest.exit(f"task data not found at {data}: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...", returncode=4)
+
+
 @pytest.fixture
 def make_config(tmp_path):
     def make(*overrides: str, run_dir: Path | None = None):

@@ -265,11 +265,12 @@ class TaskDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def dataloader(self, role: str, shuffle: bool = False, indices: list[int] | None = None) -> DataLoader:
+    def dataloader(self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True) -> DataLoader:
+        """Batches of ``role``'s split (or of ``indices`` into it), sharded across processes unless ``shard=False``."""
         split = self.role_split(role)
         if indices is not None:
             split = split.subset(indices)
-        world, rank = self._world()
+        world, rank = self._world() if shard else (1, 0)
         sampler = LengthGroupedBatchSampler(
             [len(e["input_ids"]) for e in split.encodings],
             self.batch_size if shuffle else self.eval_batch_size,
