@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast test-slow clean help
+.PHONY: setup browser demo test test-slow clean help
 
 help:
 	@echo "make setup | demo | test | test-slow | clean"
@@ -30,10 +30,17 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(OFFLINE) $(PY) run.py experiment=demo
 
-test: setup
+# The HTML explanation test renders pages in Debian's chromium; install it where absent.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+test: setup browser
 	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-slow: setup
+test-slow: setup browser
 	$(OFFLINE) $(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 clean:

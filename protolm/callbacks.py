@@ -53,6 +53,21 @@ class SaveOnInterrupt(Callback):
                     self.last_path, self.last_path)
 
 
+class ResumeTrainingOrder(Callback):
+    """Hands a checkpoint's data-order state to the data module on resume.
+
+    Lightning restores a stateful training loader only when it builds the loader after the
+    checkpoint is read; computing the step count for the LR schedule builds it before, so the
+    state is passed on here (the data module applies it once, whichever path arrives first).
+    """
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        datamodule = getattr(trainer, "datamodule", None)
+        if states and datamodule is not None and hasattr(datamodule, "resume_train_order") and trainer.state.fn == "fit":
+            datamodule.resume_train_order(states[0])
+
+
 class ProjectEveryNEpochs(Callback):
     """Project the prototypes at the end of every N-th training epoch (``project.every_n_epochs``)."""
 

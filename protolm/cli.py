@@ -73,6 +73,12 @@ def run_main(fn, cfg: DictConfig):
     show_traceback = bool(cfg.get("traceback")) or os.environ.get("PROTOLM_DEBUG") == "1"
     try:
         return fn(cfg)
+    except SystemExit as err:
+        if type(err).__name__ == "SIGTERMException":  # Lightning's, a SystemExit that would exit 0
+            print("error: stopped by SIGTERM; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
+                  file=sys.stderr)
+            sys.exit(143)
+        raise
     except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
         user_error = isinstance(err, ProtoLMError)
         message = f"{type(err).__name__}: {err}" if not user_error else str(err)

@@ -11,34 +11,52 @@ from protolm.projection import _forward_context, nearest_examples
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def usage_counts(model, datamodule, role: str) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """How often each prototype is the nearest, and the top contributor to the predicted class."""
-    head = model.head
-    nearest = torch.zeros(head.num_prototypes, dtype=torch.long)
-    top = torch.zeros(head.num_prototypes, dtype=torch.long)
-    weights = head.last_layer.weight.detach().float()
-    was_training, seen = model.training, 0
-    model.eval()
-    with _forward_context(model):
-        for batch in datamodule.dataloader(role, shard=False):
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            out = model(batch)
-            sims = out["similarities"].float()
-            predicted = torch.zeros(len(sims), dtype=torch.long, device=sims.device) if model.regression else out["logits"].argmax(-1)
-            nearest += torch.bincount(sims.argmax(1), minlength=head.num_prototypes).cpu()
-            top += torch.bincount((sims * weights[predicted]).argmax(1), minlength=head.num_prototypes).cpu()
-            seen += len(sims)
-    model.train(was_training)
-    return nearest, top, seen
+class UsageCounter:
+    """Counts, per prototype, how often it is the nearest prototype and the top contributor to
+    the predicted class (similarity x last-layer weight)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.weights = model.head.last_layer.weight.detach().float()
+        self.nearest = torch.zeros(model.head.num_prototypes, dtype=torch.long)
+        self.top = torch.zeros(model.head.num_prototypes, dtype=torch.long)
+        self.seen = 0
+
+    def __call__(self, out: dict, batch: dict) -> None:
+        sims = out["similarities"].float()
+        if self.model.regression:
+            predicted = torch.zeros(len(sims), dtype=torch.long, device=sims.device)
+        else:
+            predicted = out["logits"].argmax(-1)
+        P = self.model.head.num_prototypes
+        self.nearest += torch.bincount(sims.argmax(1), minlength=P).cpu()
+        self.top += torch.bincount((sims * self.weights[predicted]).argmax(1), minlength=P).cpu()
+        self.seen += len(sims)
+
+
+def _sum_over_processes(t: torch.Tensor, device) -> torch.Tensor:
+    """The streaming passes shard the data across processes: add up their counts."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return t
+    t = t.to(device)
+    dist.all_reduce(t)
+    return t.cpu()
 
 
 def prototype_health(model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999) -> dict:
     """Per-prototype report and summary. Purity: share of the k nearest training examples (any
     class, by the model's similarity) that belong to the prototype's class."""
     head = model.head
-    nearest, top, seen = usage_counts(model, datamodule, usage_role)
-    neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False)
+    usage = UsageCounter(model)
+    if usage_role == "train":  # one pass gives both the usage and the neighbours
+        neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False, on_batch=usage)
+    else:
+        nearest_examples(model, datamodule, 1, role=usage_role, on_batch=usage)
+        neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False)
+    nearest, top, seen = (_sum_over_processes(x, model.device) for x in (usage.nearest, usage.top, torch.tensor(usage.seen)))
+    seen = int(seen)
     labels = datamodule.role_split("train").labels
     vectors = torch.nn.functional.normalize(head.prototypes.detach().float().cpu(), dim=1)
     cosine = vectors @ vectors.t()

@@ -161,8 +161,13 @@ class ProtoLM(L.LightningModule):
             **getattr(self, "artifacts", {}),
         }
 
+        checkpoint["rng_state"] = rng_state()
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.projection = checkpoint.get("protolm", {}).get("projection")
+        if "rng_state" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+            # A resumed run draws the same dropout masks as the uninterrupted run would have.
+            set_rng_state(checkpoint["rng_state"])
 
     # ------------------------------------------------------- prototype initialisation
     def on_fit_start(self):
@@ -235,6 +240,35 @@ class ProtoLM(L.LightningModule):
         schedule = lr_schedule(cfg.get("scheduler", "linear"), warmup, total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def rng_state() -> dict:
+    """Random generator states as tensors and plain values (weights_only-loadable)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def lr_schedule(kind: str, warmup: int, total: int):

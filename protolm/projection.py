@@ -65,8 +65,12 @@ def _forward_context(model):
 
 
 @torch.no_grad()
-def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, role: str = "train") -> Neighbours:
-    """Stream ``role``'s examples through the model; keep each prototype's M most similar ones."""
+def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, role: str = "train",
+                     on_batch=None) -> Neighbours:
+    """Stream ``role``'s examples through the model; keep each prototype's M most similar ones.
+
+    ``on_batch(out, batch)``, when given, sees every batch's model output (to gather other
+    statistics in the same pass)."""
     head = model.head
     split = datamodule.role_split(role)
     was_training = model.training
@@ -75,7 +79,10 @@ def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, 
     with _forward_context(model):
         for batch in datamodule.dataloader(role):
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            similarities = model(batch)["similarities"].float()
+            out = model(batch)
+            if on_batch is not None:
+                on_batch(out, batch)
+            similarities = out["similarities"].float()
             if restrict_to_class and not model.regression:
                 eligible = batch["labels"].unsqueeze(1) == head.prototype_class.unsqueeze(0)
                 similarities = similarities.masked_fill(~eligible, -torch.inf)

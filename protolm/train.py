@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from protolm import backbone as backbones
 from protolm import config as config_checks
-from protolm.callbacks import AtomicCheckpointIO, ProjectEveryNEpochs, SaveOnInterrupt
+from protolm.callbacks import AtomicCheckpointIO, ProjectEveryNEpochs, ResumeTrainingOrder, SaveOnInterrupt
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
 from protolm.model import ProtoLM
@@ -47,12 +47,16 @@ def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[li
     metric, mode = monitor(task)
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-epoch{epoch:02d}-step{step}", monitor=metric, mode=mode,
-        save_top_k=cb.checkpoint.save_top_k, save_last=cb.checkpoint.save_last, auto_insert_metric_name=False,
+        save_top_k=cb.checkpoint.save_top_k, auto_insert_metric_name=False,
     )
-    callbacks = [checkpoint]
+    callbacks = [checkpoint, ResumeTrainingOrder()]
+    # last.ckpt at every epoch end (and every N steps when asked) by callbacks of its own: since
+    # Lightning 2.6, save_last only writes when the best checkpoint was written too.
+    last = dict(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    if cb.checkpoint.save_last:
+        callbacks.append(ModelCheckpoint(**last, every_n_epochs=1))
     if cb.checkpoint.every_n_train_steps:
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cb.checkpoint.every_n_train_steps,
-                                         save_top_k=1, enable_version_counter=False))
+        callbacks.append(ModelCheckpoint(**last, every_n_train_steps=cb.checkpoint.every_n_train_steps))
     if cb.checkpoint.save_on_sigterm:
         callbacks.append(SaveOnInterrupt(ckpt_dir / "last.ckpt"))
     if cfg.head.name == "prototype" and cfg.project.every_n_epochs:
@@ -106,7 +110,8 @@ def train(cfg: DictConfig) -> dict:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trained = time.time()
-    best = checkpoint.best_model_path or checkpoint.last_model_path or None
+    last_path = ckpt_dir / "last.ckpt"
+    best = checkpoint.best_model_path or (str(last_path) if last_path.exists() else None)
     extra_metrics, projection = {}, None
     health = None
     if model.is_prototype and cfg.project.at_end:
@@ -127,7 +132,8 @@ def train(cfg: DictConfig) -> dict:
         "metrics": {k: float(v) for k, v in sorted({**val, **test, **extra_metrics}.items())},
         "selection": {"metric": monitor(task)[0], "split": task.select_on, "best_score": _float(checkpoint.best_model_score)},
         "splits": datamodule.describe(),
-        "best_checkpoint": str(best) if best else None,
+        "best_checkpoint": str(best) if best else None,  # what the metrics were computed with
+        "selected_checkpoint": checkpoint.best_model_path or None,  # best on val, before projection/pruning
         "projection": projection,
         "health": health,
         "run_dir": str(run_dir),

@@ -83,3 +83,22 @@ def minilm_tokenizer():
     from omegaconf import OmegaConf
 
     return load_tokenizer(OmegaConf.to_container(OmegaConf.load(CONF / "backbone" / "minilm.yaml")))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One trained tiny prototype model (sst2, projected by replacement, health checked), shared by tests."""
+    from protolm.train import train
+
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    cfg = compose_config(run, TINY + ["head.num_prototypes=8", "trainer.max_epochs=2", "data.max_train_samples=160",
+                                      "health.plot_max_examples=100"])
+    train(cfg)
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_run):
+    from protolm.checkpoint import load
+
+    return load(tiny_run / "checkpoints" / "projected.ckpt")

@@ -6,7 +6,7 @@ import yaml
 
 from protolm.config import default_data_dir
 from protolm.data.datamodule import TaskDataModule
-from protolm.data.sampling import LengthGroupedBatchSampler
+from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
 
@@ -121,21 +121,36 @@ def test_length_grouping_reduces_padding(minilm_tokenizer):
 @pytest.mark.parametrize("group", [True, False])
 def test_sampler_covers_every_example_once_per_epoch_and_reshuffles(group):
     lengths = [i % 17 + 1 for i in range(203)]
-    sampler = LengthGroupedBatchSampler(lengths, 8, shuffle=True, group_by_length=group, seed=3, mega_batches=4)
-    first = [i for b in sampler for i in b]
-    assert sorted(first) == list(range(203)) and len(list(sampler)) == len(sampler)
-    assert [i for b in sampler for i in b] == first  # same epoch, same order (resumable)
+    sampler = LengthGroupedSampler(lengths, 8, shuffle=True, group_by_length=group, seed=3, mega_batches=4)
+    first = list(sampler)
+    assert sorted(first) == list(range(203)) and len(first) == len(sampler)
+    assert list(sampler) == first  # same epoch, same order (resumable)
     sampler.set_epoch(1)
-    assert [i for b in sampler for i in b] != first
+    assert list(sampler) != first
+    batches = sampler.batches()
+    assert all(len(b) == 8 for b in batches[:-1]) and len(batches[-1]) == 203 % 8  # short batch last
+    sampler.skip_next(5)
+    assert list(sampler) == [i for b in batches[5:] for i in b]
+
+
+def test_lightning_sets_the_epoch_on_our_sampler(minilm_tokenizer):
+    """Lightning calls set_epoch on a DataLoader's sampler: each epoch must get a new order."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    dm = module("sst2", minilm_tokenizer, max_train_samples=64, batch_size=8)
+    loader = dm.train_dataloader()
+    first = [b["index"].tolist() for b in loader]
+    _set_sampler_epoch(loader, 1)
+    assert [b["index"].tolist() for b in loader] != first
 
 
 def test_sampler_shards_are_disjoint_and_even():
     lengths = list(range(1, 102))
-    shards = [LengthGroupedBatchSampler(lengths, 4, shuffle=True, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
-    a, b = ([i for batch in s for i in batch] for s in shards)
+    shards = [LengthGroupedSampler(lengths, 4, shuffle=True, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
+    a, b = (list(s) for s in shards)
     assert len(a) == len(b) == 51 and len(set(a) | set(b)) == 101  # one duplicate pads the odd one out
-    evals = [LengthGroupedBatchSampler(lengths, 4, shuffle=False, num_replicas=2, rank=r) for r in (0, 1)]
-    a, b = ([i for batch in s for i in batch] for s in evals)
+    evals = [LengthGroupedSampler(lengths, 4, shuffle=False, num_replicas=2, rank=r) for r in (0, 1)]
+    a, b = (list(s) for s in evals)
     assert sorted(a + b) == list(range(101))  # evaluation: every example exactly once
 
 

@@ -37,7 +37,8 @@ def test_results_json_and_checkpoints_of_a_short_run(make_config, tmp_path):
         assert key in saved
     assert saved["num_prototypes"] == 6 and saved["seed"] == 7
     assert (run / "checkpoints" / "last.ckpt").exists()
-    assert saved["best_checkpoint"].startswith(str(run / "checkpoints" / "best-"))
+    assert saved["selected_checkpoint"].startswith(str(run / "checkpoints" / "best-"))
+    assert saved["best_checkpoint"] == str(run / "checkpoints" / "projected.ckpt")  # projected after selection
     assert saved["splits"]["test"]["split"] == "validation" and saved["splits"]["val"]["split"] == "heldout"
     logged = (run / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss_epoch", "train/cohesion_epoch", "val/prototypes_used", "train/prototypes_used"} <= set(logged)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from protolm.data.hub import HUB_MODES, hub_unavailable_reason, load_hub_split
 from protolm.data.readers import read_split, source_exists
-from protolm.data.sampling import LengthGroupedBatchSampler
+from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import LocalSpec, TaskSpec
 from protolm.errors import ConfigError, DataError
 
@@ -78,6 +78,41 @@ class PadCollator:
         batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.float32 if self.regression else torch.long)
         batch["index"] = torch.tensor([e["index"] for e in examples])
         return batch
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader: it resumes mid-epoch exactly where a checkpoint left off.
+
+    Its ``state_dict`` (saved by Lightning with the loops) is (epoch, batches processed in it),
+    read from the trainer's progress so that prefetched batches do not count. On a mid-epoch
+    resume the saved state comes back through :meth:`TaskDataModule.resume_train_order` (or
+    Lightning's ``load_state_dict``); the next iterator then runs that epoch's seeded, hence
+    identical, order without the batches already done.
+    """
+
+    def __init__(self, *args, datamodule=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._datamodule = datamodule
+
+    def state_dict(self) -> dict:
+        return self._datamodule.train_progress() if self._datamodule else {"epoch": 0, "completed": 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._datamodule is not None:
+            self._datamodule.resume_train_order(state)
+
+    def __iter__(self):
+        state = self._datamodule.take_resume_state() if self._datamodule is not None else None
+        if state is None:
+            return super().__iter__()
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.skip_next(state["completed"])
+        # Creating an iterator draws a seed from the global generator; the uninterrupted run drew
+        # it at the start of this epoch, before the generator state the checkpoint restored.
+        rng = torch.get_rng_state()
+        iterator = super().__iter__()
+        torch.set_rng_state(rng)
+        return iterator
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -260,10 +295,12 @@ class TaskDataModule(L.LightningDataModule):
 
     # -------------------------------------------------------------- dataloaders
     def _world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
+        """(processes, this rank) when a process group is running (DDP), else (1, 0)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
             return 1, 0
-        return trainer.world_size, trainer.global_rank
+        return dist.get_world_size(), dist.get_rank()
 
     def dataloader(self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True) -> DataLoader:
         """Batches of ``role``'s split (or of ``indices`` into it), sharded across processes unless ``shard=False``."""
@@ -271,19 +308,38 @@ class TaskDataModule(L.LightningDataModule):
         if indices is not None:
             split = split.subset(indices)
         world, rank = self._world() if shard else (1, 0)
-        sampler = LengthGroupedBatchSampler(
-            [len(e["input_ids"]) for e in split.encodings],
-            self.batch_size if shuffle else self.eval_batch_size,
-            shuffle=shuffle,
-            group_by_length=self.length_grouping,
-            seed=self.seed,
-            num_replicas=world,
-            rank=rank,
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        sampler = LengthGroupedSampler(
+            [len(e["input_ids"]) for e in split.encodings], batch_size, shuffle=shuffle,
+            group_by_length=self.length_grouping, seed=self.seed, num_replicas=world, rank=rank,
         )
         pad_to = None if self.dynamic_padding else self.max_length
         collate = PadCollator(self.tokenizer.pad_token_id, self.spec.is_regression, pad_to)
-        return DataLoader(EncodedDataset(split, indices), batch_sampler=sampler, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        loader_class, extra = DataLoader, {}
+        if shuffle and indices is None:
+            loader_class, extra = ResumableDataLoader, {"datamodule": self}
+        return loader_class(EncodedDataset(split, indices), sampler=sampler, batch_size=batch_size, collate_fn=collate,
+                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **extra)
+
+    # ----------------------------------------------------------- exact resumption
+    def train_progress(self) -> dict:
+        """(epoch, batches processed in it): what a checkpoint saved now has trained on."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return {"epoch": 0, "completed": 0}
+        # "processed": a checkpoint written at the end of a batch (every N steps, SIGTERM) comes
+        # after that batch's optimizer step but before Lightning counts it "completed".
+        return {"epoch": trainer.current_epoch, "completed": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+
+    def resume_train_order(self, state: dict) -> None:
+        """Resume the training order mid-epoch (an epoch-end state needs nothing)."""
+        batches = len(self.train_dataloader()) if "@train" in self.splits else None
+        if state.get("completed", 0) > 0 and (batches is None or state["completed"] < batches):
+            self._resume_state = dict(state)
+
+    def take_resume_state(self) -> dict | None:
+        state, self._resume_state = getattr(self, "_resume_state", None), None
+        return state
 
     def train_dataloader(self):
         return self.dataloader("train", shuffle=True)

@@ -1,5 +1,6 @@
-"""Batch samplers: seeded per epoch (so a resumed run sees the same batches), optionally
-grouped by length (so dynamic padding pads little), and sharded across processes.
+"""The index sampler: seeded per epoch (so a resumed run sees the same batches), grouping
+examples of similar length into the same batch (so dynamic padding pads little), and sharded
+across processes.
 """
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import random
 from torch.utils.data import Sampler
 
 
-class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Yields lists of indices.
+class LengthGroupedSampler(Sampler[int]):
+    """Yields example indices; every ``batch_size`` consecutive ones form a batch.
 
     Training (``shuffle=True``): each epoch a permutation seeded by (seed, epoch); with
-    ``group_by_length`` the permutation is cut into mega-batches of ``mega_batches`` batches,
-    each sorted by length and cut into batches, and the batches are shuffled again, so batches
-    hold similar lengths while their order stays random. Evaluation (``shuffle=False``):
-    indices sorted by length (when grouping) so padding is minimal; order does not matter there.
+    ``group_by_length`` it is cut into mega-batches of ``mega_batches`` batches, each sorted by
+    length and cut into batches, and the full batches are shuffled again, so batches hold
+    similar lengths while their order stays random (a short last batch stays last).
+    Evaluation (``shuffle=False``): indices sorted by length (when grouping) so padding is minimal.
 
     Sharding: with ``num_replicas > 1`` every process gets a disjoint part. Training shards are
     padded to equal size (every process must run the same number of steps); evaluation shards
     are not, so no example is counted twice in a metric.
+
+    Lightning calls ``set_epoch`` on a DataLoader's ``sampler`` at every epoch start.
     """
 
     def __init__(
@@ -33,16 +36,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         mega_batches: int = 50,
         num_replicas: int = 1,
         rank: int = 0,
-        drop_last: bool = False,
     ):
         self.lengths, self.batch_size, self.shuffle = list(lengths), batch_size, shuffle
         self.group_by_length, self.seed, self.mega_batches = group_by_length, seed, mega_batches
-        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        self._skip_batches = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at the start of every epoch."""
         self.epoch = epoch
+
+    def skip_next(self, batches: int) -> None:
+        """The next iteration starts after ``batches`` batches of this epoch (mid-epoch resume)."""
+        self._skip_batches = batches
 
     def _shard(self, order: list[int]) -> list[int]:
         if self.num_replicas == 1:
@@ -52,10 +58,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             order = order + order[: per_rank * self.num_replicas - len(order)]
         return order[self.rank :: self.num_replicas]
 
-    def _batches(self) -> list[list[int]]:
-        n = len(self.lengths)
+    def batches(self) -> list[list[int]]:
+        """This epoch's batches, in order."""
         rng = random.Random(self.seed * 100_003 + self.epoch)
-        order = list(range(n))
+        order = list(range(len(self.lengths)))
         if self.shuffle:
             rng.shuffle(order)
         order = self._shard(order)
@@ -68,17 +74,19 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
                 for i in sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
             ]
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
         if self.shuffle and self.group_by_length:
-            rng.shuffle(batches)
+            full = len(batches) - (1 if batches and len(batches[-1]) < self.batch_size else 0)
+            head = batches[:full]
+            rng.shuffle(head)
+            batches = head + batches[full:]
         return batches
 
     def __iter__(self):
-        return iter(self._batches())
+        batches, self._skip_batches = self.batches()[self._skip_batches :], 0
+        return iter([i for batch in batches for i in batch])
 
     def __len__(self) -> int:
         n = len(self.lengths)
         if self.num_replicas > 1:
-            n = math.ceil(n / self.num_replicas) if self.shuffle else len(range(self.rank, n, self.num_replicas))
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+            return math.ceil(n / self.num_replicas) if self.shuffle else len(range(self.rank, n, self.num_replicas))
+        return n

@@ -1,0 +1,82 @@
+"""Runs survive kills: a resumed run ends exactly where an uninterrupted one does."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY
+
+# Deterministic CPU training, long enough to be killed mid-way (8 epochs x 10 steps), saving
+# last.ckpt every 3 steps as well as at every epoch end.
+RUN = TINY + ["trainer.max_epochs=8", "data.max_train_samples=160", "head.num_prototypes=6", "trainer.deterministic=true",
+              "callbacks.checkpoint.every_n_train_steps=3", "health.plot=false", "seed=3"]
+
+
+def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "run.py", *RUN, *extra, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "timed out waiting for a checkpoint"
+        time.sleep(0.05)
+
+
+def outcome(run_dir: Path) -> tuple[dict, torch.Tensor]:
+    results = json.loads((run_dir / "results.json").read_text())
+    prototypes = torch.load(results["best_checkpoint"], weights_only=True)["state_dict"]["head.prototypes"]
+    return results, prototypes
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("whole") / "run"
+    proc = start(run)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return outcome(run)
+
+
+def assert_same(resumed, whole):
+    (a, pa), (b, pb) = resumed, whole
+    assert a["global_step"] == b["global_step"] == 80
+    assert a["metrics"] == b["metrics"]
+    assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    proc = start(run)
+    # Kill at some point after the first mid-epoch checkpoint (step 3), well before the end.
+    wait_for(run / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.3 if sig == signal.SIGKILL else 0.5)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert not (run / "results.json").exists()
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 0 < state["global_step"] < 80
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err
+    resumed = start(run, "ckpt_path=last")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert_same(outcome(run), uninterrupted)
+
+
+def test_same_seed_same_results(tmp_path, uninterrupted):
+    run = tmp_path / "again"
+    proc = start(run)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert_same(outcome(run), uninterrupted)

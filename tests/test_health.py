@@ -1,0 +1,101 @@
+"""Prototype health: usage, purity, duplicates, dead prototypes, and pruning that keeps the model consistent."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from protolm.checkpoint import load
+from protolm.commands import datamodule_for
+from protolm.health import prototype_health, prune
+
+from conftest import run_cli
+
+
+def fresh(tiny_run):
+    loaded = load(tiny_run / "checkpoints" / "projected.ckpt")
+    return loaded, datamodule_for(loaded, OmegaConf.create({"data": {}}))
+
+
+def test_purity_and_usage_match_a_brute_force_count(tiny_run):
+    loaded, dm = fresh(tiny_run)
+    model, split = loaded.model, dm.role_split("train")
+    report = prototype_health(model, dm, k=5)
+    sims = torch.empty(len(split), model.head.num_prototypes)
+    logits = torch.empty(len(split), model.head.num_classes)
+    with torch.no_grad():
+        for batch in dm.dataloader("train", shard=False):
+            out = model(batch)
+            sims[batch["index"]] = out["similarities"]
+            logits[batch["index"]] = out["logits"]
+    labels = torch.tensor(split.labels)
+    nearest_counts = torch.bincount(sims.argmax(1), minlength=model.head.num_prototypes)
+    contribution = sims * model.head.last_layer.weight[logits.argmax(1)]
+    top_counts = torch.bincount(contribution.argmax(1), minlength=model.head.num_prototypes)
+    for row in report["prototypes"]:
+        j = row["prototype_id"]
+        top5 = torch.topk(sims[:, j], 5).indices
+        assert row["purity"] == pytest.approx(float((labels[top5] == row["class"]).float().mean()))
+        assert row["nearest_count"] == int(nearest_counts[j]) and row["top_contributor_count"] == int(top_counts[j])
+        assert row["dead"] == (row["nearest_count"] == 0 and row["top_contributor_count"] == 0)
+    assert report["usage_examples"] == len(split)
+
+
+def test_duplicates_are_found(tiny_run):
+    loaded, dm = fresh(tiny_run)
+    head = loaded.model.head
+    with torch.no_grad():
+        head.prototypes[1] = head.prototypes[0]
+    loaded.model.projection = None  # fall back to nearest examples of any class
+    report = prototype_health(loaded.model, dm, k=3)
+    rows = report["prototypes"]
+    assert 1 in rows[0]["near_identical_to"] and 0 in rows[1]["near_identical_to"]
+    assert 1 in rows[0]["shares_nearest_example_with"]
+    assert report["summary"]["near_identical"] >= 2
+
+
+def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_run):
+    loaded, dm = fresh(tiny_run)
+    model = loaded.model
+    report = prototype_health(model, dm, k=5)
+    purity = torch.tensor([r["purity"] for r in report["prototypes"]])
+    threshold = float(purity.median()) + 1e-6
+    keep = purity >= threshold
+    for c in range(2):  # a class whose prototypes all fail keeps its purest one
+        members = (model.head.prototype_class == c).nonzero().flatten()
+        if not keep[members].any():
+            keep[members[purity[members].argmax()]] = True
+    batch = next(iter(dm.dataloader("test", shard=False)))
+    with torch.no_grad():
+        out = model(batch)
+        kept_logits = out["similarities"][:, keep] @ model.head.last_layer.weight[:, keep].t()
+    info = prune(model, report, threshold)
+    assert info["remaining"] == int(keep.sum()) == model.head.num_prototypes
+    assert set(info["removed"]) == set((~keep).nonzero().flatten().tolist())
+    assert torch.bincount(model.head.prototype_class, minlength=2).min() >= 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)["logits"], kept_logits)
+    assert [p["prototype_id"] for p in model.projection["prototypes"]] == list(range(model.head.num_prototypes))
+
+
+def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "projected.ckpt"
+    result = run_cli("health.py", f"ckpt_path={ckpt}", "prune.enabled=true", "prune.k=5", "prune.min_purity=0.99",
+                     "health.plot_max_examples=100", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "health.json").read_text())
+    assert (tmp_path / "prototypes_pca.png").stat().st_size > 5_000
+    pruned = load(tmp_path / "pruned.ckpt")
+    assert pruned.model.head.num_prototypes == report["pruned"]["remaining"] < 8
+    assert len(pruned.model.projection["prototypes"]) == pruned.model.head.num_prototypes
+    # A pruned model still explains.
+    from protolm.explain import explain
+
+    [e] = explain(pruned.model, pruned.tokenizer, ["fine"])
+    assert all(p["prototype_id"] < pruned.model.head.num_prototypes for p in e["prototypes"])
+
+
+def test_training_writes_health_report_and_plot(tiny_run):
+    results = json.loads((tiny_run / "results.json").read_text())
+    assert results["health"]["summary"]["prototypes"] == 8
+    assert (tiny_run / "health.json").exists() and (tiny_run / "prototypes_pca.png").exists()
