@@ -14,15 +14,19 @@ def main(cfg: DictConfig):
     from protolm.train import train  # imported here so `--help` and config errors stay fast
 
     results = run_main(train, cfg)
-    if results is None:
-        return None
+    if results is None:  # failed (recorded in error.txt): a sweeper sees NaN, a failed trial
+        return float("nan")
     print(summary(results))
-    return results["metrics"].get(results["selection"]["metric"])
+    metric = cfg.get("optimized_metric") or results["selection"]["metric"]
+    if metric not in results["metrics"]:
+        raise SystemExit(f"error: optimized_metric={metric!r} is not in results.json metrics: {', '.join(results['metrics'])}")
+    return results["metrics"][metric]
 
 
 def summary(results: dict) -> str:
     metrics = results["metrics"]
-    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/")) and not k.split("/")[1] in ("loss", "ce", "mse", "cohesion", "separation")}
+    terms = ("loss", "ce", "mse", "cohesion", "separation")
+    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/", "unprojected/test/")) and k.rsplit("/", 1)[1] not in terms}
     lines = [f"{results['task']} / {results['backbone']} / {results['head']}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())]
     test = results["splits"].get("test", {})
     if test:

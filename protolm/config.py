@@ -26,9 +26,29 @@ def default_data_dir() -> str:
     return os.environ.get("PROTOLM_DATA_DIR") or str((REPO_ROOT.parent / "shared" / "data").resolve())
 
 
+def make_dir(path: str) -> str:
+    """``${protolm_mkdir:path}``: the path, created if absent (e.g. for an SQLite file)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return str(Path(path).resolve())
+
+
+def sweep_group() -> str | None:
+    """``${protolm_sweep_group:}``: the sweep directory's name in a multirun (groups W&B runs), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).as_posix().replace("/", "_").strip("._") or None
+
+
 def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("protolm_sweep_group"):
+        OmegaConf.register_new_resolver("protolm_sweep_group", sweep_group)
     if not OmegaConf.has_resolver("protolm_data_dir"):
         OmegaConf.register_new_resolver("protolm_data_dir", default_data_dir)
+    if not OmegaConf.has_resolver("protolm_mkdir"):
+        OmegaConf.register_new_resolver("protolm_mkdir", make_dir)
 
 
 register_resolvers()
@@ -54,9 +74,11 @@ def _number(key: str, value, low=None, high=None, integer=False, low_open=False,
 
 
 def fill_num_prototypes(cfg: DictConfig, task: TaskSpec) -> None:
-    """``head.num_prototypes: null`` means 10 per class; resolved once the task is known."""
+    """``head.num_prototypes: null`` means ``head.prototypes_per_class`` per class; resolved once the task is known."""
     if cfg.head.name == "prototype" and cfg.head.num_prototypes is None:
-        cfg.head.num_prototypes = DEFAULT_PROTOTYPES_PER_CLASS * task.num_classes
+        per_class = cfg.head.get("prototypes_per_class", DEFAULT_PROTOTYPES_PER_CLASS)
+        _number("head.prototypes_per_class", per_class, low=1, integer=True)
+        cfg.head.num_prototypes = int(per_class) * task.num_classes
 
 
 def validate(cfg: DictConfig, task: TaskSpec) -> None:

@@ -125,8 +125,8 @@ class ProtoLM(L.LightningModule):
         return out["logits"].squeeze(-1).float() if self.regression else out["logits"].argmax(-1)
 
     def _log_usage(self, stage: str):
-        if self.is_prototype:
-            self.log(f"{stage}/prototypes_used", self.usage[f"usage_{stage}"].compute().float())
+        if self.is_prototype:  # counts are summed over processes by the metric: the same everywhere
+            self.log(f"{stage}/prototypes_used", self.usage[f"usage_{stage}"].compute().float(), sync_dist=True)
             self.usage[f"usage_{stage}"].reset()
 
     def on_train_epoch_start(self):
@@ -137,13 +137,11 @@ class ProtoLM(L.LightningModule):
         self._log_usage("train")
 
     def on_validation_epoch_end(self):
-        self.log_dict(self.val_metrics.compute())
-        self.val_metrics.reset()
+        self.log_dict(self.val_metrics)  # Lightning computes (synchronised across processes) and resets
         self._log_usage("val")
 
     def on_test_epoch_end(self):
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
+        self.log_dict(self.test_metrics)
         self._log_usage("test")
 
     # --------------------------------------------------------------- checkpoints
@@ -200,7 +198,7 @@ class ProtoLM(L.LightningModule):
             was_training = self.training
             self.eval()
             pooled_by_index = {}
-            for batch in datamodule.dataloader("train", indices=sorted(set(chosen))):
+            for batch in datamodule.dataloader("train", indices=sorted(set(chosen)), shard=False):
                 batch = {k: v.to(self.device) for k, v in batch.items()}
                 for index, vector in zip(batch["index"].tolist(), self(batch)["pooled"].float()):
                     pooled_by_index[index] = vector

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from protolm import backbone as backbones
 from protolm import config as config_checks
@@ -75,9 +75,55 @@ def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[li
 def build_loggers(cfg: DictConfig) -> list:
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if logger_cfg and "_target_" in logger_cfg:
+        if not logger_cfg or "_target_" not in logger_cfg:
+            continue
+        if logger_cfg["_target_"].endswith("WandbLogger"):
+            loggers.append(wandb_logger(cfg, logger_cfg))
+        else:
             loggers.append(instantiate(logger_cfg))
     return loggers
+
+
+def wandb_logger(cfg: DictConfig, logger_cfg: DictConfig):
+    """A W&B logger that resumes the run's W&B run and never blocks training.
+
+    The W&B run id is kept in the run directory, so ``ckpt_path=last`` continues the same W&B
+    run. If W&B cannot start (no network, no login, bad settings) within ``init_timeout_s``,
+    training goes on with a CSV logger and a warning.
+    """
+    import uuid
+
+    import wandb
+    from lightning.pytorch.loggers import CSVLogger
+
+    kwargs = OmegaConf.to_container(logger_cfg, resolve=True)
+    kwargs.pop("_target_")
+    timeout = kwargs.pop("init_timeout_s", 60)
+    id_file = Path(cfg.paths.output_dir) / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
+    try:
+        logger = instantiate({"_target_": logger_cfg["_target_"]}, **kwargs, id=run_id, resume="allow",
+                             settings=wandb.Settings(init_timeout=timeout, silent=True))
+        logger.experiment  # start the run now, inside this try, rather than at the first log call
+    except Exception as err:  # noqa: BLE001 - any W&B failure: keep training, log locally
+        log.warning("W&B could not start (%s: %s); logging to CSV in %s/csv instead", type(err).__name__,
+                    str(err).splitlines()[0][:200] if str(err) else "", cfg.paths.output_dir)
+        return CSVLogger(save_dir=cfg.paths.output_dir, name="csv")
+    id_file.write_text(run_id + "\n")
+    return logger
+
+
+def log_prototype_table(trainer, model) -> None:
+    """The projected prototypes as a W&B table (id, class, nearest training example, similarity)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not model.projection or not trainer.is_global_zero:
+        return
+    rows = [[p["prototype_id"], p.get("class_name") or p["class"], p["nearest"][0]["text"] if p["nearest"] else "",
+             p["nearest"][0]["similarity"] if p["nearest"] else None] for p in model.projection["prototypes"]]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table("prototypes", columns=["prototype_id", "class", "nearest training example", "similarity"], data=rows)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
@@ -95,6 +141,8 @@ def train(cfg: DictConfig) -> dict:
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     config_checks.validate(cfg, task)
     run_dir, ckpt_path = resolve_resume(cfg)
+    with open_dict(cfg):  # a resumed run keeps writing (checkpoints, logs, results) where it began
+        cfg.paths.output_dir = str(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -117,6 +165,7 @@ def train(cfg: DictConfig) -> dict:
     if model.is_prototype and cfg.project.at_end:
         best, extra_metrics = project_selected(cfg, trainer, model, datamodule, best, ckpt_dir)
         projection = {k: v for k, v in model.projection.items() if k != "prototypes"}
+        log_prototype_table(trainer, model)
     if model.is_prototype and (cfg.health.at_end or cfg.prune.enabled):
         best, health = check_health(cfg, trainer, model, datamodule, best, ckpt_dir)
     # Re-evaluate the selected checkpoint on both splits: the figures come from one set of weights.
@@ -146,7 +195,11 @@ def train(cfg: DictConfig) -> dict:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for logger in trainer.loggers:
             logger.log_metrics({f"final/{k}": v for k, v in results["metrics"].items()})
+            if hasattr(logger.experiment, "summary"):  # W&B: the final figures in the run summary
+                logger.experiment.summary.update({f"final/{k}": v for k, v in results["metrics"].items()})
             logger.save()
+            if hasattr(logger.experiment, "finish"):  # flush and close the W&B run now, not at exit
+                logger.experiment.finish()
     return results
 
 

@@ -21,6 +21,9 @@ EXPECTED = {
     "imdb": {"train": ("train", 22500), "val": ("validation", 2500), "test": ("test", 25000)},
     "qnli": {"test": ("validation", 5463)},
     "mnli": {"test": ("validation", 9815)},
+    # Without train files: disjoint halves of the dev set (2732 carved, 500 of them held out).
+    "qnli-devsplit": {"train": ("train", 2232), "val": ("heldout", 500), "test": ("validation", 2731)},
+    "mnli-devsplit": {"train": ("train", 4408), "val": ("heldout", 500), "test": ("validation", 4907)},
     "rte": {"train": ("train", 2241), "val": ("heldout", 249), "test": ("validation", 277)},
     "mrpc": {"train": ("train", 3301), "val": ("heldout", 367), "test": ("validation", 408)},
     "wnli": {"train": ("train", 571), "val": ("heldout", 64), "test": ("validation", 71)},
@@ -33,8 +36,17 @@ def task_config(name: str) -> dict:
     return yaml.safe_load((CONF / "task" / f"{name}.yaml").read_text())
 
 
+def composed_task(name: str) -> dict:
+    """The task section as Hydra composes it (variants inherit from their base task)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"task={name}"]).task, resolve=True)
+
+
 def module(task, tokenizer, **kwargs) -> TaskDataModule:
-    return TaskDataModule(task if isinstance(task, (dict, TaskSpec)) else task_config(task), tokenizer,
+    return TaskDataModule(task if isinstance(task, (dict, TaskSpec)) else composed_task(task), tokenizer,
                           kwargs.pop("data_dir", DATA), max_length=kwargs.pop("max_length", 64), **kwargs)
 
 
@@ -61,6 +73,9 @@ def test_task_loads_its_local_splits(name, minilm_tokenizer):
         encoded = small.role_split(role)
         assert len(encoded) == min(32, EXPECTED[name][role][1])
         assert all(2 <= len(e["input_ids"]) <= 64 for e in encoded.encodings)
+    for split in ("train", "validation"):
+        if "devsplit" in name and split in raw:
+            assert set(raw["train"].rows).isdisjoint(raw["validation"].rows)
     if name in ("qnli", "mnli"):  # train is not on this disk and the hub is off in tests
         with pytest.raises(DataError, match=rf"{name}/train\.\w+.*HF_HUB_OFFLINE.*data\.data_dir"):
             dm.role_split("train")

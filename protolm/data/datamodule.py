@@ -351,10 +351,10 @@ class TaskDataModule(L.LightningDataModule):
         return self.dataloader("test")
 
     def describe(self) -> dict:
-        """Which data each role used, for results.json."""
+        """Which data each role used, for results.json (loaded here if this process has not:
+        under ddp_spawn the training ran in child processes)."""
         out = {}
         for role in ("train", "val", "test"):
-            split = self.splits.get(f"@{role}")
-            if split is not None:
-                out[role] = {"split": split.name, "origin": split.origin, "size": len(split), "truncated": split.truncated}
+            split = self.role_split(role)
+            out[role] = {"split": split.name, "origin": split.origin, "size": len(split), "truncated": split.truncated}
         return out

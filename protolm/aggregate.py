@@ -1,0 +1,200 @@
+"""Collect results.json files of a sweep into tables: mean ± std over seeds per cell.
+
+    python -m protolm.aggregate outputs/multirun/2026-11-29/10-00-00 [more dirs] [--out DIR]
+
+Cells are the configuration values that differ between runs (task, backbone, head and any
+swept key such as loss.cohesion), seeds excluded. Each task is scored by the test twin of its
+selection metric (test/acc, or test/pearson for a regression) unless --metric says otherwise.
+When runs differ by head, a second table puts the linear baseline and the prototype head side by
+side with their difference per task. Writes table.md and table.csv (and logs them to W&B with
+--wandb); failed runs (an error.txt, no results.json) are listed, not silently dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+# Keys that never define a cell: seeds, where things are written, how they are displayed.
+IGNORED_PREFIXES = ("seed", "paths.", "ckpt_path", "overwrite", "traceback", "data.data_dir", "logger.",
+                    "trainer.enable_progress_bar", "callbacks.progress_bar", "hydra", "optimized_metric")
+FIRST_KEYS = ("task.name", "backbone.name", "head.name")
+
+
+def flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    if isinstance(node, list):
+        return {prefix[:-1]: json.dumps(node)}
+    return {prefix[:-1]: node}
+
+
+def collect(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
+    runs, failures = [], []
+    for root in dirs:
+        for path in sorted(root.rglob("results.json")):
+            record = json.loads(path.read_text())
+            record["_path"] = str(path.parent)
+            runs.append(record)
+        for error in sorted(root.rglob("error.txt")):
+            if not (error.parent / "results.json").exists():
+                failures.append({"run": str(error.parent), "error": error.read_text().splitlines()[0]})
+    return runs, failures
+
+
+def cell_keys(runs: list[dict]) -> list[str]:
+    """task/backbone/head, plus every config key that differs between runs of the same
+    task, backbone and head (so values derived from those, like a backbone's default learning
+    rate, do not make columns), seeds and output settings excluded."""
+    flat = [flatten(r["config"]) for r in runs]
+    groups = defaultdict(list)
+    for f in flat:
+        groups[tuple(f.get(k) for k in FIRST_KEYS)].append(f)
+    keys = set().union(*flat) if flat else set()
+    varying = []
+    for key in sorted(keys):
+        if key in FIRST_KEYS or key.startswith(IGNORED_PREFIXES):
+            continue
+        if any(len({json.dumps(f.get(key), sort_keys=True) for f in group}) > 1 for group in groups.values()):
+            varying.append(key)
+    return list(FIRST_KEYS) + varying
+
+
+def default_metric(record: dict) -> str:
+    return record["selection"]["metric"].replace("val/", "test/", 1)
+
+
+def summarise(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    n = len(values)
+    return {"n": n, "mean": statistics.fmean(values) if n else float("nan"),
+            "std": statistics.stdev(values) if n > 1 else float("nan")}
+
+
+def fmt(stat: dict) -> str:
+    if not stat["n"]:
+        return "–"
+    std = "" if math.isnan(stat["std"]) else f" ± {stat['std']:.3f}"
+    return f"{stat['mean']:.3f}{std} (n={stat['n']})"
+
+
+def aggregate(runs: list[dict], metric: str | None = None, extra_metrics: tuple[str, ...] = ()) -> tuple[list[str], list[dict]]:
+    keys = cell_keys(runs)
+    cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
+    for record in runs:
+        flat = flatten(record["config"])
+        cell = tuple(flat.get(k) for k in keys)
+        name = metric or default_metric(record)
+        cells[cell]["metric_name"].append(name)
+        cells[cell]["main"].append(record["metrics"].get(name))
+        cells[cell]["seeds"].append(record["seed"])
+        for extra in extra_metrics:
+            cells[cell][extra].append(record["metrics"].get(extra))
+    rows = []
+    for cell, values in sorted(cells.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        row = dict(zip(keys, cell))
+        row["metric"] = values["metric_name"][0]
+        row["seeds"] = sorted(values["seeds"])
+        row["main"] = summarise(values["main"])
+        for extra in extra_metrics:
+            row[extra] = summarise(values[extra])
+        rows.append(row)
+    return keys, rows
+
+
+def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] = ()) -> str:
+    header = [k.replace(".name", "") for k in keys] + ["metric", "mean ± std (n)"] + list(extra_metrics)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row[k]) for k in keys] + [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
+    """Linear baseline vs prototype head per task (and backbone), with the difference."""
+    heads = {row["head.name"] for row in rows}
+    if not {"linear", "prototype"} <= heads:
+        return None
+    others = [k for k in keys if k not in FIRST_KEYS and not k.startswith("head.")]
+    table: dict[tuple, dict] = defaultdict(dict)
+    for row in rows:
+        table[(row["task.name"], row["backbone.name"], *[row[k] for k in others])][row["head.name"]] = row
+    lines = ["| task | backbone | " + "".join(f"{k} | " for k in others) + "metric | linear | prototype | prototype − linear |",
+             "|" + "---|" * (5 + len(others))]
+    for cell, by_head in sorted(table.items(), key=lambda kv: [str(x) for x in kv[0]]):
+        lin, proto = by_head.get("linear"), by_head.get("prototype")
+        diff = "–"
+        if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
+            diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
+        metric = (proto or lin)["metric"]
+        lines.append("| " + " | ".join(str(x) for x in cell) + f" | {metric} | {fmt(lin['main']) if lin else '–'} | "
+                     f"{fmt(proto['main']) if proto else '–'} | {diff} |")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(keys + ["metric", "mean", "std", "n", "seeds"]
+                        + [f"{e}_{s}" for e in extra_metrics for s in ("mean", "std")])
+        for row in rows:
+            writer.writerow([row[k] for k in keys] + [row["metric"], row["main"]["mean"], row["main"]["std"], row["main"]["n"],
+                             " ".join(map(str, row["seeds"]))] + [row[e][s] for e in extra_metrics for s in ("mean", "std")])
+
+
+def log_to_wandb(project: str, tables: dict[str, Path]) -> None:
+    import wandb
+
+    run = wandb.init(project=project, job_type="aggregate", mode=None)
+    for name, path in tables.items():
+        with open(path) as f:
+            reader = list(csv.reader(f))
+        run.log({name: wandb.Table(columns=reader[0], data=reader[1:])})
+    run.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m protolm.aggregate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (searched recursively)")
+    parser.add_argument("--metric", help="score every cell by this results.json metric (default: test twin of the selection metric)")
+    parser.add_argument("--also", nargs="*", default=[], help="more metrics to report beside it, e.g. unprojected/test/acc")
+    parser.add_argument("--out", type=Path, help="where to write table.md / table.csv (default: the first directory)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--wandb", metavar="PROJECT", help="also log the tables to this W&B project")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        parser.error(f"not a directory: {', '.join(map(str, missing))}")
+    runs, failures = collect(args.dirs)
+    if not runs:
+        parser.error(f"no results.json under {', '.join(map(str, args.dirs))}")
+    extra = tuple(args.also)
+    keys, rows = aggregate(runs, args.metric, extra)
+    out = args.out or args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {args.title or 'Results'}", "", f"{len(runs)} runs from {', '.join(map(str, args.dirs))}; "
+             "mean ± sample std over seeds (n runs per cell).", "", markdown(keys, rows, extra)]
+    comparison = head_comparison(keys, rows)
+    if comparison:
+        parts += ["", "## Prototype head vs linear baseline", "", comparison]
+    if failures:
+        parts += ["", "## Failed runs", ""] + [f"- `{f['run']}`: {f['error']}" for f in failures]
+    (out / "table.md").write_text("\n".join(parts) + "\n")
+    write_csv(out / "table.csv", keys, rows, extra)
+    print("\n".join(parts))
+    print(f"\nwrote {out / 'table.md'} and {out / 'table.csv'}")
+    if args.wandb:
+        log_to_wandb(args.wandb, {"results": out / "table.csv"})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Hydra callbacks: a sweep reports which of its jobs failed and why, after all of them ran."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("protolm.sweep")
+
+
+def sweep_status(sweep_dir: Path) -> dict:
+    """Every job directory under a sweep: finished (results.json) or failed (error.txt)."""
+    jobs = []
+    for overrides in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+        job = overrides.parent.parent
+        error = job / "error.txt"
+        entry = {"dir": str(job), "overrides": yaml.safe_load(overrides.read_text()) or []}
+        if (job / "results.json").exists():
+            entry["status"] = "finished"
+        elif error.exists():
+            entry["status"], entry["error"] = "failed", error.read_text().splitlines()[0]
+        else:
+            entry["status"] = "incomplete"
+        jobs.append(entry)
+    return {"sweep_dir": str(sweep_dir), "jobs": jobs,
+            "failed": sum(j["status"] == "failed" for j in jobs),
+            "finished": sum(j["status"] == "finished" for j in jobs)}
+
+
+class SweepSummary(Callback):
+    """After a multirun: write sweep_summary.json, list failed jobs, exit non-zero if any failed.
+
+    Failed jobs do not stop the sweep (protolm.cli.run_main records them and returns); this
+    makes sure they are not missed either.
+    """
+
+    def __init__(self, exit_on_failure: bool = True):
+        self.exit_on_failure = exit_on_failure
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        status = sweep_status(sweep_dir)
+        (sweep_dir / "sweep_summary.json").write_text(json.dumps(status, indent=1) + "\n")
+        print(f"sweep: {status['finished']} finished, {status['failed']} failed of {len(status['jobs'])} jobs "
+              f"({sweep_dir / 'sweep_summary.json'})")
+        for job in status["jobs"]:
+            if job["status"] != "finished":
+                print(f"  {job['status']}: {' '.join(job['overrides'])}\n    {job.get('error', '')}\n    {job['dir']}")
+        if status["failed"] and self.exit_on_failure:
+            sys.stdout.flush()
+            sys.exit(1)

@@ -1,0 +1,188 @@
+"""Sweeps and scale-out: multirun failures, optuna, the submitit launcher, W&B, DDP, experiments, tables."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import CONF, REPO, TASKS, BACKBONES, TINY, run_cli
+
+FAST = TINY + ["trainer.max_epochs=1", "data.max_train_samples=32", "data.max_eval_samples=16", "health.at_end=false",
+               "project.report_unprojected=false"]
+
+
+def test_a_failing_job_does_not_lose_the_others(tmp_path):
+    result = run_cli("run.py", "-m", *FAST, "head.num_prototypes=4,5,6", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 1, result.stderr  # the sweep says it had a failure ...
+    assert "Traceback" not in result.stderr
+    summary = json.loads((tmp_path / "sweep_summary.json").read_text())
+    status = {tuple(j["overrides"])[-1]: j for j in summary["jobs"]}
+    assert status["head.num_prototypes=4"]["status"] == status["head.num_prototypes=6"]["status"] == "finished"
+    failed = status["head.num_prototypes=5"]
+    assert failed["status"] == "failed" and "head.num_prototypes=5 must be a multiple" in failed["error"]
+    assert (tmp_path / "0" / "results.json").exists() and (tmp_path / "2" / "results.json").exists()  # ... and kept the rest
+    assert "1 failed" in result.stdout and "head.num_prototypes=5" in result.stdout
+
+
+def test_aggregate_tables_a_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("run.py", "-m", *FAST, "head=prototype,linear", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    result = run_cli("-m", "protolm.aggregate", str(sweep), "--also", "unprojected/test/acc")
+    assert result.returncode == 0, result.stderr
+    table = (sweep / "table.md").read_text()
+    assert "| sst2 | tiny | linear | test/acc |" in table and "| sst2 | tiny | prototype | test/acc |" in table
+    assert "(n=2)" in table and "prototype − linear" in table
+    rows = (sweep / "table.csv").read_text().splitlines()
+    assert rows[0].startswith("task.name,backbone.name,head.name,metric,mean,std,n,seeds") and len(rows) == 3
+    # The reported mean is the mean of the two runs' results.json.
+    runs = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    linear = [r["metrics"]["test/acc"] for r in runs if r["head"] == "linear"]
+    assert f"{sum(linear) / 2:.3f}" in [line for line in table.splitlines() if "| linear | test/acc |" in line][0]
+
+
+def test_aggregate_statistics_and_cells(tmp_path):
+    from protolm.aggregate import aggregate, collect
+
+    def write(i, head, seed, acc, cohesion=0.25):
+        run = tmp_path / str(i)
+        run.mkdir()
+        config = {"task": {"name": "sst2"}, "backbone": {"name": "minilm", "lr": 5e-5}, "head": {"name": head},
+                  "loss": {"cohesion": cohesion}, "seed": seed, "paths": {"output_dir": str(run)}}
+        (run / "results.json").write_text(json.dumps({
+            "config": config, "seed": seed, "metrics": {"test/acc": acc}, "selection": {"metric": "val/acc"}}))
+
+    write(0, "prototype", 1, 0.80), write(1, "prototype", 2, 0.90), write(2, "linear", 1, 0.70)
+    write(3, "prototype", 1, 0.50, cohesion=0.0)
+    (tmp_path / "4").mkdir()
+    (tmp_path / "4" / "error.txt").write_text("boom\n")
+    runs, failures = collect([tmp_path])
+    keys, rows = aggregate(runs)
+    assert keys == ["task.name", "backbone.name", "head.name", "loss.cohesion"]  # seeds and paths are not cells
+    cell = {(r["head.name"], r["loss.cohesion"]): r for r in rows}
+    assert cell[("prototype", 0.25)]["main"]["mean"] == pytest.approx(0.85)
+    assert cell[("prototype", 0.25)]["main"]["std"] == pytest.approx(0.0707107, rel=1e-4)
+    assert cell[("prototype", 0.25)]["seeds"] == [1, 2] and cell[("linear", 0.25)]["main"]["n"] == 1
+    assert failures == [{"run": str(tmp_path / "4"), "error": "boom"}]
+
+
+def test_optuna_study_runs_and_resumes_from_sqlite(tmp_path):
+    args = ["hparams_search=optuna", *FAST, f"paths.log_dir={tmp_path}", "hydra.sweeper.n_trials=2"]
+    for _ in range(2):
+        result = run_cli("run.py", *args)
+        assert result.returncode == 0, result.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="protolm_sst2_tiny_prototype", storage=f"sqlite:///{tmp_path}/optuna/studies.db")
+    assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
+    values = sorted(t.value for t in study.trials)
+    trial_results = [json.loads(p.read_text())["metrics"]["val/acc"] for p in (tmp_path / "optuna").rglob("results.json")]
+    assert sorted(trial_results) == pytest.approx(values)  # optimised value = results.json metric
+
+
+def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
+    result = run_cli("run.py", "-m", "hydra/launcher=local", *FAST, "seed=1,2", f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    pids = {json.loads(p.read_text())["seed"] for p in tmp_path.rglob("results.json")}
+    assert pids == {1, 2}
+    assert (tmp_path / ".submitit").is_dir()
+
+
+def test_slurm_launcher_ties_resources_to_the_trainer(make_config):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (8, 8, 2)
+    assert cfg.trainer.strategy == "ddp"
+
+
+def wandb_file(run: Path) -> tuple[Path, bytes]:
+    [offline] = list((run / "wandb").glob("offline-run-*/run-*.wandb")) or [None]
+    return offline, offline.read_bytes()
+
+
+def test_wandb_offline_logs_config_metrics_prototypes_and_resumes_the_same_run(make_config, tmp_path):
+    from protolm.train import train
+
+    overrides = [o for o in FAST if not o.startswith("logger")] + ["logger=wandb"]
+    train(make_config(*overrides))
+    run = tmp_path / "run"
+    run_id = (run / "wandb_run_id").read_text().strip()
+    path, data = wandb_file(run)
+    assert path.name == f"run-{run_id}.wandb"
+    for logged in (b"cohsep_ratio", b"final/test/acc", b"train/loss_epoch", b"sst2-tiny-prototype-s42"):
+        assert logged in data, logged
+    assert list((run / "wandb").glob("offline-run-*/files/media/table/prototypes_*.table.json"))
+    train(make_config(*overrides, "trainer.max_epochs=2", "ckpt_path=last"))
+    resumed = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(resumed) == 2 and all(d.name.endswith(run_id) for d in resumed)  # the same W&B run, continued
+
+
+def test_unreachable_wandb_falls_back_to_csv_without_hanging(tmp_path):
+    overrides = [o for o in FAST if not o.startswith("logger")]
+    result = run_cli("run.py", *overrides, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout_s=10",
+                     f"hydra.run.dir={tmp_path}", timeout=300,
+                     env={"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40})
+    assert result.returncode == 0, result.stderr
+    assert "W&B could not start" in result.stdout + result.stderr
+    assert (tmp_path / "csv" / "version_0" / "metrics.csv").exists() and (tmp_path / "results.json").exists()
+
+
+def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
+    """2-process CPU DDP (gloo): metrics synchronised across processes equal a single-process evaluation."""
+    result = run_cli("run.py", *FAST, "trainer.strategy=ddp_spawn", "trainer.devices=2", "data.max_eval_samples=40",
+                     "data.max_train_samples=64", f"hydra.run.dir={tmp_path}", timeout=600)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    from lightning import Trainer
+    from omegaconf import OmegaConf
+
+    from protolm.checkpoint import load
+    from protolm.commands import datamodule_for
+
+    loaded = load(results["best_checkpoint"])
+    dm = datamodule_for(loaded, OmegaConf.create({"data": {}}))
+    single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    measured = single.test(loaded.model, datamodule=dm, verbose=False)[0]
+    assert results["splits"]["test"]["size"] == 40
+    for key in ("test/acc", "test/f1_macro", "test/loss", "test/prototypes_used"):
+        assert results["metrics"][key] == pytest.approx(measured[key], abs=1e-6), key
+
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_into_a_valid_sweep(name):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params or {}
+    for task in str(params.get("task", "")).split(","):
+        assert not task or task in TASKS
+    for backbone in str(params.get("backbone", "")).split(","):
+        assert not backbone or backbone in BACKBONES
+    if name.startswith("mini_"):
+        assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "cpu"
+    if name == "main_table":
+        assert set(params.task.split(",")) == {"sst2", "sst5", "imdb", "qnli", "mnli", "rte", "mrpc", "wnli", "pubmedqa", "biosses"}
+        assert {"bert-large-uncased", "roberta-large", "deberta-v3-large"} <= set(params.backbone.split(","))
+        assert set(params.head.split(",")) == {"prototype", "linear"}
+
+
+def test_wandb_sweep_file_names_real_keys():
+    sweep = yaml.safe_load((REPO / "experiments" / "wandb_sweep.yml").read_text())
+    assert sweep["program"] == "run.py" and "${args_no_hyphens}" in sweep["command"]
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"{key}={spec['values'][0] if 'values' in spec else spec['min']}" for key, spec in sweep["parameters"].items()]
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        compose("config", overrides=overrides)  # raises if a key does not exist
