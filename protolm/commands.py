@@ -36,8 +36,12 @@ def datamodule_for(loaded, cfg: DictConfig) -> TaskDataModule:
     return TaskDataModule(task, loaded.tokenizer, seed=loaded.config.get("seed", 0), **data)
 
 
-def _output_dir(cfg: DictConfig) -> Path:
+def _output_dir(cfg: DictConfig, writes: tuple[str, ...]) -> Path:
+    """The tool's output directory; never one that already holds its outputs unless overwrite=true."""
     out = Path(cfg.output_dir)
+    taken = [name for name in writes if (out / name).exists()]
+    if taken and not cfg.get("overwrite", False):
+        raise ConfigError(f"{out} already holds {', '.join(taken)}; choose another hydra.run.dir or pass overwrite=true")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -88,7 +92,7 @@ def explain_command(cfg: DictConfig) -> dict:
     texts, pairs = _inputs(cfg, loaded)
     max_length = cfg.max_length or loaded.config["data"]["max_length"]
     explanations = explain(loaded.model, loaded.tokenizer, texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest, max_length=max_length)
-    out = _output_dir(cfg)
+    out = _output_dir(cfg, ("explanations.jsonl", "explanations.html"))
     with open(out / "explanations.jsonl", "w") as f:
         for e in explanations:
             f.write(json.dumps(e) + "\n")
@@ -109,8 +113,8 @@ def project_command(cfg: DictConfig) -> dict:
     if not loaded.model.is_prototype:
         raise ConfigError(f"checkpoint {cfg.ckpt_path} has a linear head: nothing to project")
     dm = datamodule_for(loaded, cfg)
+    out = _output_dir(cfg, ("projected.ckpt", "prototypes.json"))
     record = project(loaded.model, dm, cfg.mode, cfg.top_k)
-    out = _output_dir(cfg)
     save_model_checkpoint(loaded.model, out / "projected.ckpt")
     _write_json(out / "prototypes.json", record)
     console.print(f"projected {loaded.model.head.num_prototypes} prototypes ({cfg.mode}) onto {record['size']} "
@@ -158,7 +162,7 @@ def health_command(cfg: DictConfig) -> dict:
     if not loaded.model.is_prototype:
         raise ConfigError(f"checkpoint {cfg.ckpt_path} has a linear head: no prototypes to check")
     dm = datamodule_for(loaded, cfg)
-    out = _output_dir(cfg)
+    out = _output_dir(cfg, ("health.json", "prototypes_pca.png", "pruned.ckpt"))
     report = health_report(loaded.model, dm, cfg, out)
     print_health(report)
     written = [out / "health.json"] + ([out / "prototypes_pca.png"] if cfg.health.plot else [])
@@ -183,6 +187,7 @@ def evaluate_command(cfg: DictConfig) -> dict:
     f = cfg.faithfulness
     if f.target not in TARGETS:
         raise ConfigError(f"faithfulness.target={f.target!r} is not one of {', '.join(TARGETS)}")
+    out = _output_dir(cfg, ("faithfulness.json", "faithfulness.md"))
     dm = datamodule_for(loaded, cfg)
     split = dm.role_split(cfg.split)
     ks = [k for k in f.prototype_ks if k < model.head.num_prototypes] + [model.head.num_prototypes]
@@ -195,7 +200,6 @@ def evaluate_command(cfg: DictConfig) -> dict:
         "token_level": token_level(model, loaded.tokenizer, split, list(f.token_bins), f.token_removal, f.target, f.seed,
                                    cfg.batch_size, loaded.config["data"]["max_length"], rationales),
     }
-    out = _output_dir(cfg)
     _write_json(out / "faithfulness.json", result)
     table = faithfulness_table(result)
     (out / "faithfulness.md").write_text(table + "\n")

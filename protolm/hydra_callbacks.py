@@ -6,9 +6,10 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from protolm.runs import first_overrides
 
 log = logging.getLogger("protolm.sweep")
 
@@ -16,10 +17,9 @@ log = logging.getLogger("protolm.sweep")
 def sweep_status(sweep_dir: Path) -> dict:
     """Every job directory under a sweep: finished (results.json) or failed (error.txt)."""
     jobs = []
-    for overrides in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
-        job = overrides.parent.parent
+    for job in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: (len(p.name), p.name)):
         error = job / "error.txt"
-        entry = {"dir": str(job), "overrides": yaml.safe_load(overrides.read_text()) or []}
+        entry = {"dir": str(job), "overrides": first_overrides(job)}
         if (job / "results.json").exists():
             entry["status"] = "finished"
         elif error.exists():

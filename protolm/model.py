@@ -59,6 +59,8 @@ class ProtoLM(L.LightningModule):
                 self.head.prototypes_initialized.fill_(True)
         else:
             self.head = LinearHead(hidden, self.num_classes, pooling=backbone.get("pooling", "cls"), dropout=head.get("dropout", 0.1))
+        # torch.compile'd encoder, kept off the module tree so checkpoints keep their plain keys.
+        object.__setattr__(self, "_encoder_fn", torch.compile(self.encoder) if backbone.get("compile") else self.encoder)
         if optim.get("freeze_backbone"):
             self.encoder.requires_grad_(False)
         elif optim.get("freeze_layers"):
@@ -71,7 +73,7 @@ class ProtoLM(L.LightningModule):
     # ------------------------------------------------------------------ forward
     def encode(self, batch: dict) -> torch.Tensor:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
-        return self.encoder(**inputs).last_hidden_state
+        return self._encoder_fn(**inputs).last_hidden_state
 
     def forward(self, batch: dict) -> dict:
         return self.head(self.encode(batch), batch["attention_mask"])
@@ -170,17 +172,17 @@ class ProtoLM(L.LightningModule):
     # ------------------------------------------------------- prototype initialisation
     def on_fit_start(self):
         if self.is_prototype and not bool(self.head.prototypes_initialized):
-            self.init_prototypes_from_training_data()
+            trainer = self.trainer
+            self.init_prototypes_from_training_data(trainer.datamodule, trainer.strategy.broadcast, trainer.is_global_zero)
 
     @torch.no_grad()
-    def init_prototypes_from_training_data(self):
+    def init_prototypes_from_training_data(self, datamodule, broadcast=None, compute: bool = True):
         """Set each prototype to the pooled embedding of a distinct random training example of its class.
 
         Prototypes drawn far from the embedding cloud give near-constant similarities and the head
         never learns (DESIGN.md measured chance accuracy); starting on real examples avoids that.
-        Computed on rank 0 and broadcast, so every process starts from the same prototypes.
+        Computed where ``compute`` (rank 0) and ``broadcast``, so every process starts from the same prototypes.
         """
-        datamodule = self.trainer.datamodule
         labels = datamodule.role_split("train").labels
         per_class = self.head.prototypes_per_class
         generator = torch.Generator().manual_seed(self.seed)
@@ -194,7 +196,7 @@ class ProtoLM(L.LightningModule):
                 picks += picks[: per_class - len(picks)]
             chosen += [members[i] for i in picks]
         vectors = torch.zeros(self.head.num_prototypes, self.head.hidden_size, device=self.device)
-        if self.trainer.is_global_zero:
+        if compute:
             was_training = self.training
             self.eval()
             pooled_by_index = {}
@@ -206,7 +208,8 @@ class ProtoLM(L.LightningModule):
             vectors = torch.stack([pooled_by_index[i] for i in chosen])
             if len(set(chosen)) < len(chosen):  # reused examples: break the ties
                 vectors += 1e-3 * vectors.std() * torch.randn(vectors.shape, generator=generator).to(vectors)
-        vectors = self.trainer.strategy.broadcast(vectors, src=0)
+        if broadcast is not None:
+            vectors = broadcast(vectors, src=0)
         self.head.set_prototypes(vectors)
         log.info("initialised %d prototypes from training examples of their class", self.head.num_prototypes)
 

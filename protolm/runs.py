@@ -31,15 +31,23 @@ def _hydra_overrides() -> list[str] | None:
     return [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "overwrite="))]
 
 
+def first_overrides(run: Path) -> list[str] | None:
+    """The overrides of the command that started ``run`` (its oldest .hydra/<time>/ record)."""
+    records = sorted(run.glob(".hydra/*/overrides.yaml"))
+    if not records:
+        return None
+    return yaml.safe_load(records[0].read_text()) or []
+
+
 def find_previous_run(log_dir: Path, overrides: list[str], exclude: Path) -> Path | None:
     """The newest run under ``log_dir`` started with the same overrides that has a last.ckpt."""
     candidates = []
-    for saved in log_dir.glob("**/.hydra/overrides.yaml"):
-        run = saved.parent.parent
-        last = run / "checkpoints" / LAST
-        if run.resolve() == exclude.resolve() or not last.exists():
+    for last in log_dir.glob(f"**/checkpoints/{LAST}"):
+        run = last.parent.parent
+        started_with = first_overrides(run)
+        if run.resolve() == exclude.resolve() or started_with is None:
             continue
-        previous = [o for o in (yaml.safe_load(saved.read_text()) or []) if not o.startswith(("ckpt_path=", "overwrite="))]
+        previous = [o for o in started_with if not o.startswith(("ckpt_path=", "overwrite="))]
         if sorted(previous) == sorted(overrides):
             candidates.append((last.stat().st_mtime, run))
     return max(candidates)[1] if candidates else None
