@@ -66,15 +66,12 @@ def build(cfg):
 
 
 def framework(cfg) -> dict:
-    from omegaconf import OmegaConf
+    from protolm.train import trainer_kwargs
 
     dm, model = build(cfg)
     timer = StepTimer()
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.pop("_target_")
-    trainer_cfg.update(limit_val_batches=0, enable_checkpointing=False, logger=False, enable_progress_bar=False,
-                       num_sanity_val_steps=0, use_distributed_sampler=False)
-    trainer = L.Trainer(**trainer_cfg, callbacks=[timer])
+    trainer = L.Trainer(**trainer_kwargs(cfg, limit_val_batches=0, enable_checkpointing=False, logger=False,
+                                         enable_progress_bar=False, num_sanity_val_steps=0), callbacks=[timer])
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     return summarise(timer.times, timer.examples, timer.tokens, time.perf_counter() - start)

@@ -128,7 +128,7 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
     for row in rows:
         table[(row["task.name"], row["backbone.name"], *[row[k] for k in others])][row["head.name"]] = row
     lines = ["| task | backbone | " + "".join(f"{k} | " for k in others) + "metric | linear | prototype | prototype − linear |",
-             "|" + "---|" * (5 + len(others))]
+             "|" + "---|" * (6 + len(others))]
     for cell, by_head in sorted(table.items(), key=lambda kv: [str(x) for x in kv[0]]):
         lin, proto = by_head.get("linear"), by_head.get("prototype")
         diff = "–"

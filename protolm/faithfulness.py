@@ -14,6 +14,7 @@ import random
 
 import torch
 
+from protolm.progress import track
 from protolm.projection import _forward_context
 
 REMOVALS = ("delete", "mask")
@@ -36,7 +37,7 @@ def prototype_level(model, dataloader, ks: list[int], random_draws: int = 10, se
     n = 0
     model.eval()
     with _forward_context(model):
-        for batch in dataloader:
+        for batch in track(dataloader, "prototype faithfulness"):
             batch = {key: v.to(model.device) for key, v in batch.items()}
             out = model(batch)
             sims = out["similarities"].float()
@@ -86,7 +87,7 @@ def _probabilities(model, tokenizer, inputs: list[tuple[list[int], list[int] | N
     probs = []
     pad = tokenizer.pad_token_id
     with _forward_context(model):
-        for start in range(0, len(inputs), batch_size):
+        for start in track(range(0, len(inputs), batch_size), "token faithfulness"):
             chunk = inputs[start:start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
             batch = {

@@ -16,9 +16,6 @@ from protolm.metrics import PrototypeUsage, task_metrics
 
 log = logging.getLogger(__name__)
 
-PROTOTYPE_INITS = ("train_embeddings", "random")
-
-
 class ProtoLM(L.LightningModule):
     """Backbone + head + losses, configured by the plain-dict sections of the run config.
 

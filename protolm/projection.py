@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from protolm.progress import track
+
 log = logging.getLogger(__name__)
 
 MODES = ("link", "replace")
@@ -38,15 +40,18 @@ class StreamingTopK:
         top = torch.topk(scores, min(self.m, scores.shape[1]), dim=1)
         self.scores, self.indices = top.values, torch.gather(candidates, 1, top.indices)
 
-    def merge_processes(self, module) -> None:
+    def merge_processes(self) -> None:
         """Gather every process's candidates and keep the global top-M (the same on every rank)."""
-        trainer = getattr(module, "_trainer", None)
-        if trainer is None or trainer.world_size == 1:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        scores = module.all_gather(self.scores)  # world x P x M
-        indices = module.all_gather(self.indices)
-        scores = scores.permute(1, 0, 2).reshape(self.scores.shape[0], -1)
-        indices = indices.permute(1, 0, 2).reshape(self.scores.shape[0], -1)
+        world = dist.get_world_size()
+        scores = [torch.empty_like(self.scores) for _ in range(world)]
+        indices = [torch.empty_like(self.indices) for _ in range(world)]
+        dist.all_gather(scores, self.scores.contiguous())
+        dist.all_gather(indices, self.indices.contiguous())
+        scores, indices = torch.cat(scores, dim=1), torch.cat(indices, dim=1)
         top = torch.topk(scores, self.m, dim=1)
         self.scores, self.indices = top.values, torch.gather(indices, 1, top.indices)
 
@@ -77,7 +82,7 @@ def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, 
     model.eval()
     topk = StreamingTopK(head.num_prototypes, m, model.device)
     with _forward_context(model):
-        for batch in datamodule.dataloader(role):
+        for batch in track(datamodule.dataloader(role), f"nearest {role} examples"):
             batch = {k: v.to(model.device) for k, v in batch.items()}
             out = model(batch)
             if on_batch is not None:
@@ -87,7 +92,7 @@ def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, 
                 eligible = batch["labels"].unsqueeze(1) == head.prototype_class.unsqueeze(0)
                 similarities = similarities.masked_fill(~eligible, -torch.inf)
             topk.update(similarities, batch["index"])
-    topk.merge_processes(model)
+    topk.merge_processes()
     model.train(was_training)
     log.debug("streamed %d examples of %s for %d prototypes", len(split), role, head.num_prototypes)
     return Neighbours(topk.scores.cpu(), topk.indices.cpu())

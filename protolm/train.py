@@ -15,6 +15,7 @@ from protolm import config as config_checks
 from protolm.callbacks import AtomicCheckpointIO, ProjectEveryNEpochs, ResumeTrainingOrder, SaveOnInterrupt
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
+from protolm.errors import check_choice
 from protolm.model import ProtoLM
 from protolm.runs import resolve_resume, tokenizer_files
 
@@ -64,7 +65,7 @@ def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[li
     if cb.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cb.early_stopping.patience))
     if cfg.trainer.enable_progress_bar:
-        config_checks.check_choice("callbacks.progress_bar", cb.progress_bar, ("rich", "tqdm", "none"))
+        check_choice("callbacks.progress_bar", cb.progress_bar, ("rich", "tqdm", "none"))
         if cb.progress_bar == "rich":
             callbacks.append(RichProgressBar(leave=True))
         elif cb.progress_bar == "tqdm":
@@ -126,13 +127,24 @@ def log_prototype_table(trainer, model) -> None:
             logger.log_table("prototypes", columns=["prototype_id", "class", "nearest training example", "similarity"], data=rows)
 
 
+def trainer_kwargs(cfg: DictConfig, **changes) -> dict:
+    """The ``trainer`` section as Lightning Trainer arguments."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("_target_", None)
+    # protolm's sampler shards data across processes itself (so length grouping survives DDP).
+    kwargs.setdefault("use_distributed_sampler", False)
+    return {**kwargs, **changes}
+
+
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.pop("_target_", None)
-    # protolm's batch sampler shards data across processes itself (length grouping survives DDP).
-    trainer_cfg.setdefault("use_distributed_sampler", False)
-    return L.Trainer(**trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+    return L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
                      default_root_dir=cfg.paths.output_dir)
+
+
+def load_weights(model, path) -> None:
+    import torch
+
+    model.load_state_dict(torch.load(path, map_location=model.device, weights_only=True)["state_dict"])
 
 
 def train(cfg: DictConfig) -> dict:
@@ -205,12 +217,10 @@ def train(cfg: DictConfig) -> dict:
 
 def project_selected(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple[str, dict]:
     """Project the selected model's prototypes (and optionally retrain its last layer); save projected.ckpt."""
-    import torch
-
     from protolm.projection import project
 
     if best:
-        model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
+        load_weights(model, best)
     extra = {}
     if cfg.project.report_unprojected:
         tested = trainer.test(model, datamodule=datamodule, verbose=False)[0]
@@ -227,12 +237,10 @@ def project_selected(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> t
 
 def check_health(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple[str, dict]:
     """health.json and prototypes_pca.png in the run directory; prune (pruned.ckpt) when asked."""
-    import torch
-
     from protolm.commands import health_report
 
     if model.projection is None and best:  # not projected: report on the selected weights
-        model.load_state_dict(torch.load(best, map_location=model.device, weights_only=True)["state_dict"])
+        load_weights(model, best)
     # Every process computes the same report (the neighbour search gathers across processes)
     # and prunes the same prototypes; rank 0 writes the files.
     report = health_report(model, datamodule, cfg, Path(cfg.paths.output_dir), write=trainer.is_global_zero)
@@ -244,18 +252,16 @@ def check_health(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple
 
 def train_last_layer(cfg, model, datamodule) -> None:
     """ProtoPNet's last-layer phase after a push: only the P -> C weights learn, for project.last_layer_epochs."""
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.pop("_target_", None)
-    trainer_cfg.update(max_epochs=cfg.project.last_layer_epochs, max_steps=-1, enable_checkpointing=False,
-                       num_sanity_val_steps=0, limit_val_batches=0, use_distributed_sampler=False)
+    kwargs = trainer_kwargs(cfg, max_epochs=cfg.project.last_layer_epochs, max_steps=-1, enable_checkpointing=False,
+                            num_sanity_val_steps=0, limit_val_batches=0)
+    trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.last_layer_only = True
     try:
-        L.Trainer(**trainer_cfg, logger=False, default_root_dir=cfg.paths.output_dir).fit(model, datamodule=datamodule)
+        L.Trainer(**kwargs, logger=False, default_root_dir=cfg.paths.output_dir).fit(model, datamodule=datamodule)
     finally:
         model.last_layer_only = False
-        model.requires_grad_(True)
-        if cfg.optim.freeze_backbone:
-            model.encoder.requires_grad_(False)
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable[name])
 
 
 def _float(value):

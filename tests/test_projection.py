@@ -126,3 +126,28 @@ def test_projection_every_n_epochs_and_last_layer_phase(make_config):
     with torch.no_grad():
         sims = loaded.model(next(iter(dm.dataloader("train", indices=[index], shard=False))))["similarities"][0]
     assert 1 / sims[0] - loaded.model.head.eps < 1e-5
+
+
+def _stream_shard(rank, world, sims, out):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{out}.init", rank=rank, world_size=world)
+    topk = StreamingTopK(sims.shape[1], 3, "cpu")
+    for start in range(rank * 8, len(sims), world * 8):  # this rank's batches of 8
+        topk.update(sims[start:start + 8], torch.arange(start, min(start + 8, len(sims))))
+    topk.merge_processes()
+    torch.save({"scores": topk.scores, "indices": topk.indices}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_candidates_gathered_from_two_processes_equal_one_process(tmp_path):
+    """Under DDP each process streams its shard; merged, every process holds the global top-k."""
+    import torch.multiprocessing as mp
+
+    sims = torch.rand(100, 5, generator=torch.Generator().manual_seed(0))
+    mp.spawn(_stream_shard, args=(2, sims, str(tmp_path / "topk")), nprocs=2, join=True)
+    expected = torch.topk(sims.t(), 3, dim=1)
+    for rank in (0, 1):
+        merged = torch.load(tmp_path / f"topk.{rank}", weights_only=True)
+        assert torch.equal(merged["indices"], expected.indices)
+        torch.testing.assert_close(merged["scores"], expected.values)
