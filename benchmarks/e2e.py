@@ -122,6 +122,7 @@ def main():
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--rows", default="prototype,linear,hand,no_grouping,pad_to_max")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of prototype/linear/hand")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     base = [f"backbone={args.backbone}", "task=sst2", f"data.max_train_samples={args.samples}",
@@ -134,12 +135,24 @@ def main():
         "no_grouping": (framework, base + ["head=prototype", "data.length_grouping=false"]),
         "pad_to_max": (framework, base + ["head=prototype", "data.length_grouping=false", "data.dynamic_padding=false"]),
     }
+    # Interleaved rounds: this machine's speed drifts by 10-20 % over minutes, so the variants
+    # compared with each other run side by side, and each figure is the median over rounds.
+    names = args.rows.split(",")
+    measured = {name: [] for name in names}
+    for round_ in range(args.repeats):
+        for name in names:
+            if round_ and name in ("no_grouping", "pad_to_max"):
+                continue  # several-fold differences: one round is enough
+            fn, overrides = variants[name]
+            measured[name].append(fn(compose(overrides)))
+            print(f"round {round_ + 1} {name}: {measured[name][-1]}", flush=True)
     rows = []
-    for name in args.rows.split(","):
-        fn, overrides = variants[name]
-        result = fn(compose(overrides))
-        rows.append({"run": name, **result})
-        print(table(rows[-1:], list(rows[-1])), flush=True)
+    for name in names:
+        runs = measured[name]
+        row = {"run": name, "rounds": len(runs)}
+        for key in runs[0]:
+            row[key] = statistics.median(r[key] for r in runs)
+        rows.append(row)
     by = {r["run"]: r for r in rows}
     derived = {}
     if "prototype" in by and "linear" in by:

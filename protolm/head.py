@@ -27,10 +27,14 @@ class AttentionPooling(nn.Module):
         self.context = nn.Linear(attention_dim, 1, bias=False)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
-        scores = self.context(torch.tanh(self.proj(hidden_states))).squeeze(-1)  # B x L
+        # Score only the real tokens: tanh(W h) is the head's largest product, and padding is
+        # a quarter or more of a batch padded to a fixed length.
+        real = attention_mask.bool()
+        token_scores = self.context(torch.tanh(self.proj(hidden_states[real]))).squeeze(-1)
         # Softmax in float32: under bf16 autocast the scores are too coarse to normalise well.
-        scores = scores.float().masked_fill(attention_mask == 0, torch.finfo(torch.float32).min)
-        alpha = torch.softmax(scores, dim=-1) * attention_mask.to(torch.float32)
+        scores = torch.full(real.shape, torch.finfo(torch.float32).min, device=hidden_states.device)
+        scores = scores.masked_scatter(real, token_scores.float())
+        alpha = torch.softmax(scores, dim=-1) * real
         # Re-normalise after zeroing padding; only matters for an all-padding row, kept finite.
         alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(1e-12)
         pooled = torch.bmm(alpha.unsqueeze(1).to(hidden_states.dtype), hidden_states).squeeze(1)

@@ -14,17 +14,40 @@ FAST = TINY + ["trainer.max_epochs=1", "data.max_train_samples=32", "data.max_ev
                "project.report_unprojected=false"]
 
 
-def test_a_failing_job_does_not_lose_the_others(tmp_path):
-    result = run_cli("run.py", "-m", *FAST, "head.num_prototypes=4,5,6", f"hydra.sweep.dir={tmp_path}")
-    assert result.returncode == 1, result.stderr  # the sweep says it had a failure ...
+def test_failing_jobs_do_not_lose_the_others(tmp_path):
+    # a bad value (5 prototypes for 2 classes) and a crash inside Lightning (an unknown strategy)
+    result = run_cli("run.py", "-m", *FAST, "head.num_prototypes=4,5", "trainer.strategy=auto,bogus",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert result.returncode == 1, result.stderr  # the sweep says it had failures ...
     assert "Traceback" not in result.stderr
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
-    status = {tuple(j["overrides"])[-1]: j for j in summary["jobs"]}
-    assert status["head.num_prototypes=4"]["status"] == status["head.num_prototypes=6"]["status"] == "finished"
-    failed = status["head.num_prototypes=5"]
-    assert failed["status"] == "failed" and "head.num_prototypes=5 must be a multiple" in failed["error"]
-    assert (tmp_path / "0" / "results.json").exists() and (tmp_path / "2" / "results.json").exists()  # ... and kept the rest
-    assert "1 failed" in result.stdout and "head.num_prototypes=5" in result.stdout
+    status = {" ".join(o for o in j["overrides"] if o.startswith(("head.", "trainer.strategy"))): j for j in summary["jobs"]}
+    assert status["head.num_prototypes=4 trainer.strategy=auto"]["status"] == "finished"
+    bad_value = status["head.num_prototypes=5 trainer.strategy=auto"]
+    assert bad_value["status"] == "failed" and "head.num_prototypes=5 must be a multiple" in bad_value["error"]
+    crash = status["head.num_prototypes=4 trainer.strategy=bogus"]
+    assert crash["status"] == "failed" and "bogus" in crash["error"]
+    assert (Path(crash["dir"]) / "error.txt").read_text().count("Traceback") == 1  # kept for the developer
+    assert summary["finished"] == 1 and summary["failed"] == 3  # ... and kept the finished one
+    assert "3 failed" in result.stdout and "trainer.strategy=bogus" in result.stdout
+
+
+def test_wandb_runs_of_one_sweep_share_a_group():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", "hydra.sweep.dir=outputs/multirun/2026-01-01/10-00-00"],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = "MULTIRUN"
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.logger.wandb.group == "outputs_multirun_2026-01-01_10-00-00"
+    with open_dict(cfg):
+        cfg.hydra.mode = "RUN"
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.logger.wandb.group is None
 
 
 def test_aggregate_tables_a_sweep(tmp_path):
