@@ -37,11 +37,15 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
 
+# Two pytest workers (one per core here); a test file stays on one worker so that its fixtures
+# (a trained tiny model, ...) are built once.
+PYTEST_WORKERS ?= 2
+
 test: setup browser
-	$(OFFLINE) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest -m "not slow" -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: setup browser
-	$(OFFLINE) $(PY) -m pytest -m slow $(PYTEST_ARGS)
+	$(OFFLINE) $(PY) -m pytest -m slow -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

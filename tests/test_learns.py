@@ -8,7 +8,7 @@ def test_minilm_prototype_head_learns_sst2(make_config):
     cfg = make_config(
         "task=sst2", "backbone=minilm", "head=prototype", "logger=none", "trainer.accelerator=cpu",
         "trainer.enable_progress_bar=false", "trainer.max_epochs=1", "data.max_train_samples=3000",
-        "data.max_eval_samples=872", "data.max_length=64",
+        "data.max_eval_samples=872", "data.max_length=64", "health.at_end=false",
     )
     results = train(cfg)
     assert results["splits"]["test"] == {"split": "validation", "origin": "sst2/dev.tsv", "size": 872, "truncated": 0}
