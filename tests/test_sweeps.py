@@ -90,6 +90,7 @@ def test_aggregate_statistics_and_cells(tmp_path):
     assert failures == [{"run": str(tmp_path / "4"), "error": "boom"}]
 
 
+@pytest.mark.slow
 def test_optuna_study_runs_and_resumes_from_sqlite(tmp_path):
     args = ["hparams_search=optuna", *FAST, f"paths.log_dir={tmp_path}", "hydra.sweeper.n_trials=2"]
     for _ in range(2):
@@ -104,6 +105,7 @@ def test_optuna_study_runs_and_resumes_from_sqlite(tmp_path):
     assert sorted(trial_results) == pytest.approx(values)  # optimised value = results.json metric
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
     result = run_cli("run.py", "-m", "hydra/launcher=local", *FAST, "seed=1,2", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
