@@ -204,6 +204,12 @@ def test_every_experiment_composes_into_a_valid_sweep(name):
         assert not backbone or backbone in BACKBONES
     if name.startswith("mini_"):
         assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "cpu"
+    if "loss.cohsep_ratio" in params:  # every value a different K, or the sweep repeats a cell
+        from protolm.losses import resolve_k
+
+        ratios = str(params["loss.cohsep_ratio"]).split(",")
+        ks = [resolve_k(float(r), cfg.head.prototypes_per_class) for r in ratios]
+        assert len(set(ks)) == len(ks), dict(zip(ratios, ks))
     if name == "main_table":
         assert set(params.task.split(",")) == {"sst2", "sst5", "imdb", "qnli", "mnli", "rte", "mrpc", "wnli", "pubmedqa", "biosses"}
         assert {"bert-large-uncased", "roberta-large", "deberta-v3-large"} <= set(params.backbone.split(","))
