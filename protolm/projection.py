@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from protolm.distributed import world
 from protolm.progress import track
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,11 @@ class StreamingTopK:
         """Gather every process's candidates and keep the global top-M (the same on every rank)."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        processes, _ = world()
+        if processes == 1:
             return
-        world = dist.get_world_size()
-        scores = [torch.empty_like(self.scores) for _ in range(world)]
-        indices = [torch.empty_like(self.indices) for _ in range(world)]
+        scores = [torch.empty_like(self.scores) for _ in range(processes)]
+        indices = [torch.empty_like(self.indices) for _ in range(processes)]
         dist.all_gather(scores, self.scores.contiguous())
         dist.all_gather(indices, self.indices.contiguous())
         scores, indices = torch.cat(scores, dim=1), torch.cat(indices, dim=1)

@@ -19,6 +19,7 @@ from protolm.data.hub import HUB_MODES, hub_unavailable_reason, load_hub_split
 from protolm.data.readers import read_split, source_exists
 from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import LocalSpec, TaskSpec
+from protolm.distributed import world as process_world
 from protolm.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -294,20 +295,12 @@ class TaskDataModule(L.LightningDataModule):
         return self.splits[key]
 
     # -------------------------------------------------------------- dataloaders
-    def _world(self) -> tuple[int, int]:
-        """(processes, this rank) when a process group is running (DDP), else (1, 0)."""
-        import torch.distributed as dist
-
-        if not (dist.is_available() and dist.is_initialized()):
-            return 1, 0
-        return dist.get_world_size(), dist.get_rank()
-
     def dataloader(self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True) -> DataLoader:
         """Batches of ``role``'s split (or of ``indices`` into it), sharded across processes unless ``shard=False``."""
         split = self.role_split(role)
         if indices is not None:
             split = split.subset(indices)
-        world, rank = self._world() if shard else (1, 0)
+        world, rank = process_world() if shard else (1, 0)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         sampler = LengthGroupedSampler(
             [len(e["input_ids"]) for e in split.encodings], batch_size, shuffle=shuffle,
