@@ -77,6 +77,15 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None =
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed command: non-zero exit, no traceback, and every fragment in its message."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
     from protolm.backbone import load_tokenizer

@@ -13,7 +13,7 @@ import torch
 from protolm.checkpoint import load
 from protolm.errors import CheckpointError
 
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, assert_clean_failure, run_cli
 
 
 class Evil:
@@ -24,13 +24,6 @@ class Evil:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def assert_clean_failure(result, *fragments):
-    output = result.stdout + result.stderr
-    assert result.returncode != 0 and "Traceback" not in output, output
-    for fragment in fragments:
-        assert fragment in output, output
 
 
 def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import BACKBONES, TASKS, run_cli
+from conftest import BACKBONES, TASKS, assert_clean_failure, run_cli
 
 HUB_IDS = {
     "bert-base-uncased": "google-bert/bert-base-uncased",
@@ -37,14 +37,6 @@ def test_any_hub_encoder_by_pretrained(make_config):
     # Overriding pretrained on the packaged MiniLM config must not silently load MiniLM.
     cfg = make_config("backbone.pretrained=google-bert/bert-base-cased")
     assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
-
-
-def assert_clean_failure(result, *fragments):
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert "Traceback" not in output, output
-    for fragment in fragments:
-        assert fragment in output, output
 
 
 @pytest.mark.parametrize("group,bad,valid", [
