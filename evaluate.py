@@ -1,4 +1,5 @@
 """Faithfulness of a trained model's explanations: `python evaluate.py ckpt_path=PATH split=test`."""
+
 import hydra
 from omegaconf import DictConfig
 

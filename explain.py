@@ -3,6 +3,7 @@
 Writes explanations.jsonl and a self-contained explanations.html to the output directory and
 prints a readable view. Task, backbone and labels are read from the checkpoint.
 """
+
 import sys
 
 import hydra

@@ -1,4 +1,5 @@
 """Prototype health report and pruning: `python health.py ckpt_path=PATH [prune.enabled=true]`."""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -1,4 +1,5 @@
 """Project a trained model's prototypes onto training examples: `python project.py ckpt_path=PATH mode=replace`."""
+
 import hydra
 from omegaconf import DictConfig
 

@@ -2,6 +2,7 @@
 
 Everything is configured by Hydra from conf/ (see README.md); multirun sweeps with -m.
 """
+
 import hydra
 from omegaconf import DictConfig
 
@@ -19,15 +20,24 @@ def main(cfg: DictConfig):
     print(summary(results))
     metric = cfg.get("optimized_metric") or results["selection"]["metric"]
     if metric not in results["metrics"]:
-        raise SystemExit(f"error: optimized_metric={metric!r} is not in results.json metrics: {', '.join(results['metrics'])}")
+        raise SystemExit(
+            f"error: optimized_metric={metric!r} is not in results.json metrics: {', '.join(results['metrics'])}"
+        )
     return results["metrics"][metric]
 
 
 def summary(results: dict) -> str:
     metrics = results["metrics"]
     terms = ("loss", "ce", "mse", "cohesion", "separation")
-    shown = {k: v for k, v in metrics.items() if k.startswith(("val/", "test/", "unprojected/test/")) and k.rsplit("/", 1)[1] not in terms}
-    lines = [f"{results['task']} / {results['backbone']} / {results['head']}: " + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())]
+    shown = {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith(("val/", "test/", "unprojected/test/")) and k.rsplit("/", 1)[1] not in terms
+    }
+    lines = [
+        f"{results['task']} / {results['backbone']} / {results['head']}: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in shown.items())
+    ]
     test = results["splits"].get("test", {})
     if test:
         lines.append(f"test = {test['split']} ({test['origin']}, {test['size']} examples)")

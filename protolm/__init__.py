@@ -3,6 +3,7 @@
 The head and losses import light; the training pieces (Lightning, transformers) load on first use:
 ``from protolm import PrototypeHead`` is instant, ``from protolm import ProtoLM`` imports Lightning.
 """
+
 from protolm.head import LinearHead, PrototypeHead
 from protolm.losses import cohesion_separation, resolve_k
 

@@ -9,6 +9,7 @@ When runs differ by head, a second table puts the linear baseline and the protot
 side with their difference per task. Writes table.md and table.csv (and logs them to W&B with
 --wandb); failed runs (an error.txt, no results.json) are listed, not silently dropped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,19 @@ from collections import defaultdict
 from pathlib import Path
 
 # Keys that never define a cell: seeds, where things are written, how they are displayed.
-IGNORED_PREFIXES = ("seed", "paths.", "ckpt_path", "overwrite", "traceback", "data.data_dir", "logger.",
-                    "trainer.enable_progress_bar", "callbacks.progress_bar", "hydra", "optimized_metric")
+IGNORED_PREFIXES = (
+    "seed",
+    "paths.",
+    "ckpt_path",
+    "overwrite",
+    "traceback",
+    "data.data_dir",
+    "logger.",
+    "trainer.enable_progress_bar",
+    "callbacks.progress_bar",
+    "hydra",
+    "optimized_metric",
+)
 FIRST_KEYS = ("task.name", "backbone.name", "head.name")
 
 
@@ -74,8 +86,11 @@ def default_metric(record: dict) -> str:
 def summarise(values: list[float]) -> dict:
     values = [v for v in values if v is not None and not math.isnan(v)]
     n = len(values)
-    return {"n": n, "mean": statistics.fmean(values) if n else float("nan"),
-            "std": statistics.stdev(values) if n > 1 else float("nan")}
+    return {
+        "n": n,
+        "mean": statistics.fmean(values) if n else float("nan"),
+        "std": statistics.stdev(values) if n > 1 else float("nan"),
+    }
 
 
 def fmt(stat: dict) -> str:
@@ -85,7 +100,9 @@ def fmt(stat: dict) -> str:
     return f"{stat['mean']:.3f}{std} (n={stat['n']})"
 
 
-def aggregate(runs: list[dict], metric: str | None = None, extra_metrics: tuple[str, ...] = ()) -> tuple[list[str], list[dict]]:
+def aggregate(
+    runs: list[dict], metric: str | None = None, extra_metrics: tuple[str, ...] = ()
+) -> tuple[list[str], list[dict]]:
     keys = cell_keys(runs)
     cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for record in runs:
@@ -127,27 +144,45 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
     table: dict[tuple, dict] = defaultdict(dict)
     for row in rows:
         table[(row["task.name"], row["backbone.name"], *[row[k] for k in others])][row["head.name"]] = row
-    lines = ["| task | backbone | " + "".join(f"{k} | " for k in others) + "metric | linear | prototype | prototype − linear |",
-             "|" + "---|" * (6 + len(others))]
+    lines = [
+        "| task | backbone | "
+        + "".join(f"{k} | " for k in others)
+        + "metric | linear | prototype | prototype − linear |",
+        "|" + "---|" * (6 + len(others)),
+    ]
     for cell, by_head in sorted(table.items(), key=lambda kv: [str(x) for x in kv[0]]):
         lin, proto = by_head.get("linear"), by_head.get("prototype")
         diff = "–"
         if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
             diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
         metric = (proto or lin)["metric"]
-        lines.append("| " + " | ".join(str(x) for x in cell) + f" | {metric} | {fmt(lin['main']) if lin else '–'} | "
-                     f"{fmt(proto['main']) if proto else '–'} | {diff} |")
+        lines.append(
+            "| " + " | ".join(str(x) for x in cell) + f" | {metric} | {fmt(lin['main']) if lin else '–'} | "
+            f"{fmt(proto['main']) if proto else '–'} | {diff} |"
+        )
     return "\n".join(lines)
 
 
 def write_csv(path: Path, keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(keys + ["metric", "mean", "std", "n", "seeds"]
-                        + [f"{e}_{s}" for e in extra_metrics for s in ("mean", "std")])
+        writer.writerow(
+            keys
+            + ["metric", "mean", "std", "n", "seeds"]
+            + [f"{e}_{s}" for e in extra_metrics for s in ("mean", "std")]
+        )
         for row in rows:
-            writer.writerow([row[k] for k in keys] + [row["metric"], row["main"]["mean"], row["main"]["std"], row["main"]["n"],
-                             " ".join(map(str, row["seeds"]))] + [row[e][s] for e in extra_metrics for s in ("mean", "std")])
+            writer.writerow(
+                [row[k] for k in keys]
+                + [
+                    row["metric"],
+                    row["main"]["mean"],
+                    row["main"]["std"],
+                    row["main"]["n"],
+                    " ".join(map(str, row["seeds"])),
+                ]
+                + [row[e][s] for e in extra_metrics for s in ("mean", "std")]
+            )
 
 
 def log_to_wandb(project: str, tables: dict[str, Path]) -> None:
@@ -164,8 +199,12 @@ def log_to_wandb(project: str, tables: dict[str, Path]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m protolm.aggregate", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories (searched recursively)")
-    parser.add_argument("--metric", help="score every cell by this results.json metric (default: test twin of the selection metric)")
-    parser.add_argument("--also", nargs="*", default=[], help="more metrics to report beside it, e.g. unprojected/test/acc")
+    parser.add_argument(
+        "--metric", help="score every cell by this results.json metric (default: test twin of the selection metric)"
+    )
+    parser.add_argument(
+        "--also", nargs="*", default=[], help="more metrics to report beside it, e.g. unprojected/test/acc"
+    )
     parser.add_argument("--out", type=Path, help="where to write table.md / table.csv (default: the first directory)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--wandb", metavar="PROJECT", help="also log the tables to this W&B project")
@@ -180,8 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     keys, rows = aggregate(runs, args.metric, extra)
     out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {args.title or 'Results'}", "", f"{len(runs)} runs from {', '.join(map(str, args.dirs))}; "
-             "mean ± sample std over seeds (n runs per cell).", "", markdown(keys, rows, extra)]
+    parts = [
+        f"# {args.title or 'Results'}",
+        "",
+        f"{len(runs)} runs from {', '.join(map(str, args.dirs))}; mean ± sample std over seeds (n runs per cell).",
+        "",
+        markdown(keys, rows, extra),
+    ]
     comparison = head_comparison(keys, rows)
     if comparison:
         parts += ["", "## Prototype head vs linear baseline", "", comparison]

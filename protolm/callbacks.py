@@ -1,4 +1,5 @@
 """Callbacks and plugins that keep a run's work safe: atomic checkpoints, save on SIGTERM."""
+
 from __future__ import annotations
 
 import logging
@@ -49,8 +50,12 @@ class SaveOnInterrupt(Callback):
         if trainer.state.fn != "fit":
             return
         trainer.save_checkpoint(self.last_path)
-        log.warning("interrupted (%s): saved %s; resume with ckpt_path=%s", type(exception).__name__,
-                    self.last_path, self.last_path)
+        log.warning(
+            "interrupted (%s): saved %s; resume with ckpt_path=%s",
+            type(exception).__name__,
+            self.last_path,
+            self.last_path,
+        )
 
 
 class ResumeTrainingOrder(Callback):
@@ -64,7 +69,12 @@ class ResumeTrainingOrder(Callback):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
         datamodule = getattr(trainer, "datamodule", None)
-        if states and datamodule is not None and hasattr(datamodule, "resume_train_order") and trainer.state.fn == "fit":
+        if (
+            states
+            and datamodule is not None
+            and hasattr(datamodule, "resume_train_order")
+            and trainer.state.fn == "fit"
+        ):
             datamodule.resume_train_order(states[0])
 
 

@@ -6,6 +6,7 @@ values are unpickled, so an untrusted file cannot run code. What protolm stores 
 encoder's Hugging Face config, the tokenizer's files, the prototype classes and the projection
 record (nearest training examples of every prototype).
 """
+
 from __future__ import annotations
 
 import pickle
@@ -57,13 +58,20 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     meta = checkpoint["protolm"]
     config = meta["config"]
     model = ProtoLM(
-        backbone=config["backbone"], head=config["head"], loss=config["loss"], optim=config["optim"],
-        task=meta["task"], seed=config.get("seed", 0), encoder=encoder_from_config(meta["backbone_config"]),
+        backbone=config["backbone"],
+        head=config["head"],
+        loss=config["loss"],
+        optim=config["optim"],
+        task=meta["task"],
+        seed=config.get("seed", 0),
+        encoder=encoder_from_config(meta["backbone_config"]),
         prototype_class=meta.get("prototype_class"),
     )
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise CheckpointError(
+            f"checkpoint {path} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     model.on_load_checkpoint(checkpoint)
     model.artifacts = {"config": config, "tokenizer_files": meta["tokenizer_files"]}
     model.eval().to(device)
@@ -77,8 +85,12 @@ def save_model_checkpoint(model, path: str | Path) -> Path:
 
     from protolm.callbacks import AtomicCheckpointIO
 
-    checkpoint = {"state_dict": model.state_dict(), "pytorch-lightning_version": lightning.__version__,
-                  "epoch": 0, "global_step": 0}
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "pytorch-lightning_version": lightning.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
     model.on_save_checkpoint(checkpoint)
     AtomicCheckpointIO().save_checkpoint(checkpoint, path)
     return Path(path)

@@ -1,4 +1,5 @@
 """Shared behaviour of the command-line entry points: clean errors, exit codes, multirun safety."""
+
 from __future__ import annotations
 
 import logging
@@ -75,8 +76,10 @@ def run_main(fn, cfg: DictConfig):
         return fn(cfg)
     except SystemExit as err:
         if type(err).__name__ == "SIGTERMException":  # Lightning's, a SystemExit that would exit 0
-            print("error: stopped by SIGTERM; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
-                  file=sys.stderr)
+            print(
+                "error: stopped by SIGTERM; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
+                file=sys.stderr,
+            )
             sys.exit(143)
         raise
     except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
@@ -91,8 +94,11 @@ def run_main(fn, cfg: DictConfig):
             print(detail, file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         if not user_error and not show_traceback:
-            print("(unexpected error: the full traceback is in error.txt in the run directory; "
-                  "rerun with traceback=true or PROTOLM_DEBUG=1 to print it)", file=sys.stderr)
+            print(
+                "(unexpected error: the full traceback is in error.txt in the run directory; "
+                "rerun with traceback=true or PROTOLM_DEBUG=1 to print it)",
+                file=sys.stderr,
+            )
         if _in_multirun():
             log.error("job failed: %s", message)
             return None

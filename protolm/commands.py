@@ -3,6 +3,7 @@
 Each reads a protolm checkpoint (which carries its training config), writes into its own fresh
 output directory, and prints what it wrote.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def _output_dir(cfg: DictConfig, writes: tuple[str, ...]) -> Path:
     out = Path(cfg.output_dir)
     taken = [name for name in writes if (out / name).exists()]
     if taken and not cfg.get("overwrite", False):
-        raise ConfigError(f"{out} already holds {', '.join(taken)}; choose another hydra.run.dir or pass overwrite=true")
+        raise ConfigError(
+            f"{out} already holds {', '.join(taken)}; choose another hydra.run.dir or pass overwrite=true"
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -59,7 +62,7 @@ def _inputs(cfg: DictConfig, loaded) -> tuple[list[str], list[str] | None]:
         raise ConfigError('give exactly one of text="...", input_file=<path> or split=<train|val|test|split name>')
     if cfg.text is not None:
         if pair_task and cfg.text_pair is None:
-            raise ConfigError(f"task {loaded.model.task_info['name']} classifies text pairs: give text_pair=\"...\" too")
+            raise ConfigError(f'task {loaded.model.task_info["name"]} classifies text pairs: give text_pair="..." too')
         return [str(cfg.text)], ([str(cfg.text_pair)] if pair_task else None)
     if cfg.input_file is not None:
         path = Path(cfg.input_file).expanduser()
@@ -91,14 +94,21 @@ def explain_command(cfg: DictConfig) -> dict:
     require_projection(loaded.model, cfg.ckpt_path)
     texts, pairs = _inputs(cfg, loaded)
     max_length = cfg.max_length or loaded.config["data"]["max_length"]
-    explanations = explain(loaded.model, loaded.tokenizer, texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest, max_length=max_length)
+    explanations = explain(
+        loaded.model, loaded.tokenizer, texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest, max_length=max_length
+    )
     out = _output_dir(cfg, ("explanations.jsonl", "explanations.html"))
     with open(out / "explanations.jsonl", "w") as f:
         for e in explanations:
             f.write(json.dumps(e) + "\n")
-    meta = {"checkpoint": cfg.ckpt_path, "task": loaded.config["task"]["name"], "backbone": loaded.config["backbone"]["name"],
-            "prototypes": loaded.model.head.num_prototypes, "similarity": loaded.config["head"]["similarity"],
-            "projection": loaded.model.projection["mode"]}
+    meta = {
+        "checkpoint": cfg.ckpt_path,
+        "task": loaded.config["task"]["name"],
+        "backbone": loaded.config["backbone"]["name"],
+        "prototypes": loaded.model.head.num_prototypes,
+        "similarity": loaded.config["head"]["similarity"],
+        "projection": loaded.model.projection["mode"],
+    }
     (out / "explanations.html").write_text(render_html(explanations, "protolm explanations", meta))
     print_explanations(explanations, console)
     console.print(f"wrote {out / 'explanations.jsonl'} and {out / 'explanations.html'}")
@@ -117,8 +127,10 @@ def project_command(cfg: DictConfig) -> dict:
     record = project(loaded.model, dm, cfg.mode, cfg.top_k)
     save_model_checkpoint(loaded.model, out / "projected.ckpt")
     _write_json(out / "prototypes.json", record)
-    console.print(f"projected {loaded.model.head.num_prototypes} prototypes ({cfg.mode}) onto {record['size']} "
-                  f"examples of {record['split']}; {record['shared_examples']} share an example")
+    console.print(
+        f"projected {loaded.model.head.num_prototypes} prototypes ({cfg.mode}) onto {record['size']} "
+        f"examples of {record['split']}; {record['shared_examples']} share an example"
+    )
     console.print(f"wrote {out / 'projected.ckpt'} and {out / 'prototypes.json'}")
     return {"output_dir": str(out), "checkpoint": str(out / "projected.ckpt")}
 
@@ -130,9 +142,15 @@ def print_health(report: dict) -> None:
         table.add_column(column)
     for r in report["prototypes"]:
         dup = sorted(set(r["shares_nearest_example_with"]) | set(r["near_identical_to"]))
-        table.add_row(str(r["prototype_id"]), str(r["class"]), str(r["nearest_count"]), str(r["top_contributor_count"]),
-                      "-" if r["purity"] is None else f"{r['purity']:.2f}", "yes" if r["dead"] else "",
-                      ",".join(map(str, dup)))
+        table.add_row(
+            str(r["prototype_id"]),
+            str(r["class"]),
+            str(r["nearest_count"]),
+            str(r["top_contributor_count"]),
+            "-" if r["purity"] is None else f"{r['purity']:.2f}",
+            "yes" if r["dead"] else "",
+            ",".join(map(str, dup)),
+        )
     console.print(table)
     console.print(report["summary"])
 
@@ -141,15 +159,22 @@ def health_report(model, dm, cfg, out: Path, write: bool = True) -> dict:
     """health.json and prototypes_pca.png in ``out`` (when ``write``); prunes (and reports again) when asked."""
     from protolm.health import plot_prototypes, prototype_health, prune
 
-    report = prototype_health(model, dm, k=cfg.health.k, usage_role=cfg.health.usage_split,
-                              duplicate_cosine=cfg.health.duplicate_cosine)
+    report = prototype_health(
+        model, dm, k=cfg.health.k, usage_role=cfg.health.usage_split, duplicate_cosine=cfg.health.duplicate_cosine
+    )
     if cfg.prune.enabled:
         if cfg.prune.k != cfg.health.k:
-            report = prototype_health(model, dm, k=cfg.prune.k, usage_role=cfg.health.usage_split,
-                                      duplicate_cosine=cfg.health.duplicate_cosine)
+            report = prototype_health(
+                model,
+                dm,
+                k=cfg.prune.k,
+                usage_role=cfg.health.usage_split,
+                duplicate_cosine=cfg.health.duplicate_cosine,
+            )
         report["pruned"] = prune(model, report, cfg.prune.min_purity)
-        report["after_pruning"] = prototype_health(model, dm, k=cfg.health.k, usage_role=cfg.health.usage_split,
-                                                   duplicate_cosine=cfg.health.duplicate_cosine)["summary"]
+        report["after_pruning"] = prototype_health(
+            model, dm, k=cfg.health.k, usage_role=cfg.health.usage_split, duplicate_cosine=cfg.health.duplicate_cosine
+        )["summary"]
     if write:
         _write_json(out / "health.json", report)
         if cfg.health.plot:
@@ -193,12 +218,28 @@ def evaluate_command(cfg: DictConfig) -> dict:
     ks = [k for k in f.prototype_ks if k < model.head.num_prototypes] + [model.head.num_prototypes]
     rationales = ("attention", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
     result = {
-        "checkpoint": str(cfg.ckpt_path), "task": loaded.config["task"]["name"], "split": split.name,
-        "split_origin": split.origin, "examples": len(split),
-        "settings": OmegaConf.to_container(f, resolve=True) | {"prototype_ks": ks, "max_length": loaded.config["data"]["max_length"]},
-        "prototype_level": prototype_level(model, dm.dataloader(cfg.split, shard=False), ks, f.random_draws, f.seed, f.target),
-        "token_level": token_level(model, loaded.tokenizer, split, list(f.token_bins), f.token_removal, f.target, f.seed,
-                                   cfg.batch_size, loaded.config["data"]["max_length"], rationales),
+        "checkpoint": str(cfg.ckpt_path),
+        "task": loaded.config["task"]["name"],
+        "split": split.name,
+        "split_origin": split.origin,
+        "examples": len(split),
+        "settings": OmegaConf.to_container(f, resolve=True)
+        | {"prototype_ks": ks, "max_length": loaded.config["data"]["max_length"]},
+        "prototype_level": prototype_level(
+            model, dm.dataloader(cfg.split, shard=False), ks, f.random_draws, f.seed, f.target
+        ),
+        "token_level": token_level(
+            model,
+            loaded.tokenizer,
+            split,
+            list(f.token_bins),
+            f.token_removal,
+            f.target,
+            f.seed,
+            cfg.batch_size,
+            loaded.config["data"]["max_length"],
+            rationales,
+        ),
     }
     _write_json(out / "faithfulness.json", result)
     table = faithfulness_table(result)
@@ -209,20 +250,36 @@ def evaluate_command(cfg: DictConfig) -> dict:
 
 
 def faithfulness_table(result: dict) -> str:
-    lines = [f"# Faithfulness: {result['task']} / {result['split']} ({result['examples']} examples, target: "
-             f"{result['settings']['target']} class)", "",
-             "## Prototype level (drop in the target class probability)", "",
-             "| k | comprehensiveness | random k | sufficiency | random k |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Faithfulness: {result['task']} / {result['split']} ({result['examples']} examples, target: "
+        f"{result['settings']['target']} class)",
+        "",
+        "## Prototype level (drop in the target class probability)",
+        "",
+        "| k | comprehensiveness | random k | sufficiency | random k |",
+        "|---|---|---|---|---|",
+    ]
     for k, v in result["prototype_level"]["by_k"].items():
-        lines.append(f"| {k} | {v['comprehensiveness']:.4f} | {v['random_comprehensiveness']:.4f} | "
-                     f"{v['sufficiency']:.4f} | {v['random_sufficiency']:.4f} |")
+        lines.append(
+            f"| {k} | {v['comprehensiveness']:.4f} | {v['random_comprehensiveness']:.4f} | "
+            f"{v['sufficiency']:.4f} | {v['random_sufficiency']:.4f} |"
+        )
     bins = result["settings"]["token_bins"]
-    lines += ["", f"## Token level (ERASER, tokens {result['settings']['token_removal']}d)", "",
-              "| rationale | " + " | ".join(f"comp {q:.0%}" for q in bins) + " | AOPC comp | "
-              + " | ".join(f"suff {q:.0%}" for q in bins) + " | AOPC suff |",
-              "|---|" + "---|" * (2 * len(bins) + 2)]
+    lines += [
+        "",
+        f"## Token level (ERASER, tokens {result['settings']['token_removal']}d)",
+        "",
+        "| rationale | "
+        + " | ".join(f"comp {q:.0%}" for q in bins)
+        + " | AOPC comp | "
+        + " | ".join(f"suff {q:.0%}" for q in bins)
+        + " | AOPC suff |",
+        "|---|" + "---|" * (2 * len(bins) + 2),
+    ]
     for name, by_bin in result["token_level"]["by_rationale"].items():
         comp = " | ".join(f"{by_bin[str(q)]['comprehensiveness']:.4f}" for q in bins)
         suff = " | ".join(f"{by_bin[str(q)]['sufficiency']:.4f}" for q in bins)
-        lines.append(f"| {name} | {comp} | {by_bin['aopc']['comprehensiveness']:.4f} | {suff} | {by_bin['aopc']['sufficiency']:.4f} |")
+        lines.append(
+            f"| {name} | {comp} | {by_bin['aopc']['comprehensiveness']:.4f} | {suff} | {by_bin['aopc']['sufficiency']:.4f} |"
+        )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Config resolvers and the checks that turn a bad value into a one-line error naming the key."""
+
 from __future__ import annotations
 
 import inspect

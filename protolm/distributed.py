@@ -1,4 +1,5 @@
 """The one place that asks whether this process is part of a running process group (DDP)."""
+
 from __future__ import annotations
 
 import torch.distributed as dist

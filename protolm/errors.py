@@ -1,4 +1,5 @@
 """User-facing errors: one clear message, no traceback (unless PROTOLM_DEBUG=1 or debug=true)."""
+
 from __future__ import annotations
 
 import difflib

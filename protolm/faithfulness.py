@@ -7,6 +7,7 @@ Token level (ERASER, DeYoung et al. 2020) with the model's attention as the rati
 and their AOPC (mean over bins). Higher comprehensiveness and lower sufficiency than the random
 baseline mean the explanation points at what the model actually uses.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,14 +27,19 @@ def _target(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Te
 
 
 @torch.no_grad()
-def prototype_level(model, dataloader, ks: list[int], random_draws: int = 10, seed: int = 0, target: str = "predicted") -> dict:
+def prototype_level(
+    model, dataloader, ks: list[int], random_draws: int = 10, seed: int = 0, target: str = "predicted"
+) -> dict:
     """Comprehensiveness / sufficiency of the top-k contributing prototypes vs k random prototypes."""
     head = model.head
     P = head.num_prototypes
     ks = sorted({min(int(k), P) for k in ks})
     weights = head.last_layer.weight.float()
     generator = torch.Generator().manual_seed(seed)
-    sums = {k: {"comprehensiveness": 0.0, "sufficiency": 0.0, "random_comprehensiveness": 0.0, "random_sufficiency": 0.0} for k in ks}
+    sums = {
+        k: {"comprehensiveness": 0.0, "sufficiency": 0.0, "random_comprehensiveness": 0.0, "random_sufficiency": 0.0}
+        for k in ks
+    }
     n = 0
     model.eval()
     with _forward_context(model):
@@ -65,8 +71,15 @@ def _special_positions(tokenizer, ids: list[int]) -> set[int]:
     return {i for i, m in enumerate(mask) if m}
 
 
-def _edit(ids: list[int], types: list[int] | None, content: list[int], positions: set[int], keep: bool,
-          removal: str, mask_id: int | None):
+def _edit(
+    ids: list[int],
+    types: list[int] | None,
+    content: list[int],
+    positions: set[int],
+    keep: bool,
+    removal: str,
+    mask_id: int | None,
+):
     """Remove (or mask) ``positions``; with keep=True remove the other content tokens instead.
     Special tokens ([CLS], [SEP], ...) are never removed."""
     content = set(content)
@@ -83,12 +96,14 @@ def _edit(ids: list[int], types: list[int] | None, content: list[int], positions
 
 
 @torch.no_grad()
-def _probabilities(model, tokenizer, inputs: list[tuple[list[int], list[int] | None]], targets: list[int], batch_size: int) -> list[float]:
+def _probabilities(
+    model, tokenizer, inputs: list[tuple[list[int], list[int] | None]], targets: list[int], batch_size: int
+) -> list[float]:
     probs = []
     pad = tokenizer.pad_token_id
     with _forward_context(model):
         for start in track(range(0, len(inputs), batch_size), "token faithfulness"):
-            chunk = inputs[start:start + batch_size]
+            chunk = inputs[start : start + batch_size]
             width = max(len(ids) for ids, _ in chunk)
             batch = {
                 "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk]),
@@ -116,13 +131,29 @@ def integrated_gradients_ranking(model, batch: dict, targets: torch.Tensor, step
 
     ig = LayerIntegratedGradients(forward, embeddings)
     extra = (batch["attention_mask"],) + ((batch["token_type_ids"],) if "token_type_ids" in batch else ())
-    attributions = ig.attribute(batch["input_ids"], baselines=torch.zeros_like(batch["input_ids"]),
-                                additional_forward_args=extra, target=targets, n_steps=steps, internal_batch_size=len(targets) * steps)
+    attributions = ig.attribute(
+        batch["input_ids"],
+        baselines=torch.zeros_like(batch["input_ids"]),
+        additional_forward_args=extra,
+        target=targets,
+        n_steps=steps,
+        internal_batch_size=len(targets) * steps,
+    )
     return attributions.sum(-1).detach()
 
 
-def token_level(model, tokenizer, split, bins: list[float], removal: str = "delete", target: str = "predicted",
-                seed: int = 0, batch_size: int = 32, max_length: int = 128, rationales: tuple[str, ...] = ("attention", "random")) -> dict:
+def token_level(
+    model,
+    tokenizer,
+    split,
+    bins: list[float],
+    removal: str = "delete",
+    target: str = "predicted",
+    seed: int = 0,
+    batch_size: int = 32,
+    max_length: int = 128,
+    rationales: tuple[str, ...] = ("attention", "random"),
+) -> dict:
     """ERASER comprehensiveness / sufficiency / AOPC per rationale ("attention", "random", "integrated_gradients")."""
     if removal not in REMOVALS:
         raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(REMOVALS)}")
@@ -134,14 +165,21 @@ def token_level(model, tokenizer, split, bins: list[float], removal: str = "dele
     # Full inputs, their target class and probability, and the model's own attention.
     records = []
     for start in range(0, len(split), batch_size):
-        texts = split.texts[start:start + batch_size]
-        pairs = split.pairs[start:start + batch_size] if split.pairs is not None else None
-        enc = tokenizer(*((texts, pairs) if pairs is not None else (texts,)), truncation=True, max_length=max_length,
-                        padding=True, return_tensors="pt")
-        batch = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        texts = split.texts[start : start + batch_size]
+        pairs = split.pairs[start : start + batch_size] if split.pairs is not None else None
+        enc = tokenizer(
+            *((texts, pairs) if pairs is not None else (texts,)),
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+        batch = {
+            k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         with torch.no_grad(), _forward_context(model):
             out = model(batch)
-        labels = torch.tensor(split.labels[start:start + batch_size], device=out["logits"].device)
+        labels = torch.tensor(split.labels[start : start + batch_size], device=out["logits"].device)
         targets = _target(out["logits"], labels, target)
         probs = torch.softmax(out["logits"].float(), -1)
         scores = {"attention": out["attention"].float()}
@@ -156,8 +194,16 @@ def token_level(model, tokenizer, split, bins: list[float], removal: str = "dele
             ranking = {name: sorted(content, key=lambda t: -float(s[i, t])) for name, s in scores.items()}
             if "random" in rationales:
                 ranking["random"] = rng.sample(content, len(content))
-            records.append({"ids": ids, "types": types, "content": content, "target": int(targets[i]),
-                            "full": float(probs[i, targets[i]]), "ranking": ranking})
+            records.append(
+                {
+                    "ids": ids,
+                    "types": types,
+                    "content": content,
+                    "target": int(targets[i]),
+                    "full": float(probs[i, targets[i]]),
+                    "ranking": ranking,
+                }
+            )
     # Every edited input of every rationale and bin, scored in batches.
     edits, owners = [], []
     for r, rec in enumerate(records):
@@ -174,5 +220,7 @@ def token_level(model, tokenizer, split, bins: list[float], removal: str = "dele
         cell = table.setdefault(name, {}).setdefault(str(q), {"comprehensiveness": 0.0, "sufficiency": 0.0})
         cell[kind] += (records[r]["full"] - p) / len(records)
     for name, by_bin in table.items():
-        by_bin["aopc"] = {kind: sum(by_bin[str(q)][kind] for q in bins) / len(bins) for kind in ("comprehensiveness", "sufficiency")}
+        by_bin["aopc"] = {
+            kind: sum(by_bin[str(q)][kind] for q in bins) / len(bins) for kind in ("comprehensiveness", "sufficiency")
+        }
     return {"examples": len(records), "by_rationale": table}

@@ -5,6 +5,7 @@ and return a dict with at least ``logits``, ``pooled`` (B x H) and ``attention``
 The prototype head adds ``similarities`` (B x P). Everything is batched tensor algebra: no
 Python loop runs over the examples or the prototypes (the reference code loops over both).
 """
+
 from __future__ import annotations
 
 import torch
@@ -112,7 +113,9 @@ class PrototypeHead(nn.Module):
         prototype_class = torch.as_tensor(prototype_class, dtype=torch.long)
         counts = torch.bincount(prototype_class, minlength=num_classes)
         if len(counts) != num_classes or counts.min() < 1:
-            raise ValueError(f"every one of the {num_classes} classes needs at least one prototype, got counts {counts.tolist()}")
+            raise ValueError(
+                f"every one of the {num_classes} classes needs at least one prototype, got counts {counts.tolist()}"
+            )
         num_prototypes = len(prototype_class)
         self.hidden_size, self.num_prototypes, self.num_classes = hidden_size, num_prototypes, num_classes
         self.similarity_kind, self.eps = similarity, eps
@@ -208,4 +211,3 @@ class LinearHead(nn.Module):
         pooled = torch.bmm(attention.unsqueeze(1), hidden_states).squeeze(1)
         x = torch.tanh(self.dense(self.dropout(pooled)))
         return {"logits": self.out_proj(self.dropout(x)), "pooled": pooled, "attention": attention.float()}
-

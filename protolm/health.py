@@ -1,4 +1,5 @@
 """Prototype health: usage, dead prototypes, duplicates, class purity, pruning, and a 2-D map."""
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,9 @@ def _sum_over_processes(t: torch.Tensor, device) -> torch.Tensor:
     return t.cpu()
 
 
-def prototype_health(model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999) -> dict:
+def prototype_health(
+    model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999
+) -> dict:
     """Per-prototype report and summary. Purity: share of the k nearest training examples (any
     class, by the model's similarity) that belong to the prototype's class."""
     head = model.head
@@ -56,7 +59,9 @@ def prototype_health(model, datamodule, k: int = 10, usage_role: str = "train", 
     else:
         nearest_examples(model, datamodule, 1, role=usage_role, on_batch=usage)
         neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False)
-    nearest, top, seen = (_sum_over_processes(x, model.device) for x in (usage.nearest, usage.top, torch.tensor(usage.seen)))
+    nearest, top, seen = (
+        _sum_over_processes(x, model.device) for x in (usage.nearest, usage.top, torch.tensor(usage.seen))
+    )
     seen = int(seen)
     labels = datamodule.role_split("train").labels
     vectors = torch.nn.functional.normalize(head.prototypes.detach().float().cpu(), dim=1)
@@ -75,15 +80,23 @@ def prototype_health(model, datamodule, k: int = 10, usage_role: str = "train", 
         idx = [i for i in neighbours.indices[j].tolist() if i >= 0]
         purity = None if model.regression or not idx else sum(labels[i] == c for i in idx) / len(idx)
         shares = [i for i in range(head.num_prototypes) if i != j and anchors[i] == anchors[j]]
-        rows.append({
-            "prototype_id": j, "class": c, "nearest_count": int(nearest[j]), "top_contributor_count": int(top[j]),
-            "dead": bool(nearest[j] == 0 and top[j] == 0), "purity": purity,
-            "shares_nearest_example_with": shares,
-            "near_identical_to": torch.nonzero(cosine[j] >= duplicate_cosine).flatten().tolist(),
-        })
+        rows.append(
+            {
+                "prototype_id": j,
+                "class": c,
+                "nearest_count": int(nearest[j]),
+                "top_contributor_count": int(top[j]),
+                "dead": bool(nearest[j] == 0 and top[j] == 0),
+                "purity": purity,
+                "shares_nearest_example_with": shares,
+                "near_identical_to": torch.nonzero(cosine[j] >= duplicate_cosine).flatten().tolist(),
+            }
+        )
     purities = [r["purity"] for r in rows if r["purity"] is not None]
     return {
-        "usage_split": datamodule.role_split(usage_role).name, "usage_examples": seen, "purity_k": k,
+        "usage_split": datamodule.role_split(usage_role).name,
+        "usage_examples": seen,
+        "purity_k": k,
         "duplicate_cosine": duplicate_cosine,
         "summary": {
             "prototypes": head.num_prototypes,
@@ -160,8 +173,16 @@ def plot_prototypes(model, datamodule, path: str | Path, max_examples: int = 200
             mask = [y == c for y in labels]
             ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.35, color=cmap(c % 10), label=f"{name} (training)")
             own = (model.head.prototype_class == c).numpy()
-            ax.scatter(pxy[own, 0], pxy[own, 1], marker="*", s=220, color=cmap(c % 10), edgecolors="black",
-                       linewidths=0.8, label=f"{name} prototypes")
+            ax.scatter(
+                pxy[own, 0],
+                pxy[own, 1],
+                marker="*",
+                s=220,
+                color=cmap(c % 10),
+                edgecolors="black",
+                linewidths=0.8,
+                label=f"{name} prototypes",
+            )
     ax.set_title(f"{model.task_info['name']}: prototypes and {len(points)} training embeddings (PCA)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")

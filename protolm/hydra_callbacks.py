@@ -1,4 +1,5 @@
 """Hydra callbacks: a sweep reports which of its jobs failed and why, after all of them ran."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,12 @@ def sweep_status(sweep_dir: Path) -> dict:
         else:
             entry["status"] = "incomplete"
         jobs.append(entry)
-    return {"sweep_dir": str(sweep_dir), "jobs": jobs,
-            "failed": sum(j["status"] == "failed" for j in jobs),
-            "finished": sum(j["status"] == "finished" for j in jobs)}
+    return {
+        "sweep_dir": str(sweep_dir),
+        "jobs": jobs,
+        "failed": sum(j["status"] == "failed" for j in jobs),
+        "finished": sum(j["status"] == "finished" for j in jobs),
+    }
 
 
 class SweepSummary(Callback):
@@ -48,8 +52,10 @@ class SweepSummary(Callback):
             return
         status = sweep_status(sweep_dir)
         (sweep_dir / "sweep_summary.json").write_text(json.dumps(status, indent=1) + "\n")
-        print(f"sweep: {status['finished']} finished, {status['failed']} failed of {len(status['jobs'])} jobs "
-              f"({sweep_dir / 'sweep_summary.json'})")
+        print(
+            f"sweep: {status['finished']} finished, {status['failed']} failed of {len(status['jobs'])} jobs "
+            f"({sweep_dir / 'sweep_summary.json'})"
+        )
         for job in status["jobs"]:
             if job["status"] != "finished":
                 print(f"  {job['status']}: {' '.join(job['overrides'])}\n    {job.get('error', '')}\n    {job['dir']}")

@@ -6,6 +6,7 @@ similarity of an example to the K least similar prototypes of its own class (coh
 The reference code applied distance-style signs to similarities, which does the opposite;
 ``reference_signs=True`` reproduces that for comparison only.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Task metrics (synchronised across processes by torchmetrics) and prototype usage counts."""
+
 from __future__ import annotations
 
 import torch

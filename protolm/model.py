@@ -1,4 +1,5 @@
 """The LightningModule: a Hugging Face encoder, a prototype (or linear) head, and the losses."""
+
 from __future__ import annotations
 
 import logging
@@ -16,6 +17,7 @@ from protolm.metrics import PrototypeUsage, task_metrics
 
 log = logging.getLogger(__name__)
 
+
 class ProtoLM(L.LightningModule):
     """Backbone + head + losses, configured by the plain-dict sections of the run config.
 
@@ -26,8 +28,17 @@ class ProtoLM(L.LightningModule):
     ``last_layer_only`` switches training to the last layer alone (after a projection).
     """
 
-    def __init__(self, backbone: dict, head: dict, loss: dict, optim: dict, task: dict, seed: int = 0, encoder=None,
-                 prototype_class=None):
+    def __init__(
+        self,
+        backbone: dict,
+        head: dict,
+        loss: dict,
+        optim: dict,
+        task: dict,
+        seed: int = 0,
+        encoder=None,
+        prototype_class=None,
+    ):
         super().__init__()
         self.backbone_cfg, self.head_cfg, self.loss_cfg, self.optim_cfg = backbone, head, loss, optim
         self.task_info, self.seed = task, seed
@@ -45,19 +56,31 @@ class ProtoLM(L.LightningModule):
         self.is_prototype = head["name"] == "prototype"
         if self.is_prototype:
             self.head = PrototypeHead(
-                hidden, head["num_prototypes"], self.num_classes, similarity=head["similarity"], eps=head["eps"],
-                attention_dim=head.get("attention_dim"), incorrect_class_weight=head["incorrect_class_weight"],
-                init_std=head["init_std"], prototype_class=prototype_class,
+                hidden,
+                head["num_prototypes"],
+                self.num_classes,
+                similarity=head["similarity"],
+                eps=head["eps"],
+                attention_dim=head.get("attention_dim"),
+                incorrect_class_weight=head["incorrect_class_weight"],
+                init_std=head["init_std"],
+                prototype_class=prototype_class,
             )
             # K from the configured P/C; a pruned head may have fewer prototypes in some class.
-            configured_per_class = max(1, int(head.get("num_prototypes") or self.head.num_prototypes) // self.num_classes)
+            configured_per_class = max(
+                1, int(head.get("num_prototypes") or self.head.num_prototypes) // self.num_classes
+            )
             self.k = min(resolve_k(loss["cohsep_ratio"], configured_per_class), self.head.prototypes_per_class)
             if head["prototype_init"] == "random":
                 self.head.prototypes_initialized.fill_(True)
         else:
-            self.head = LinearHead(hidden, self.num_classes, pooling=backbone.get("pooling", "cls"), dropout=head.get("dropout", 0.1))
+            self.head = LinearHead(
+                hidden, self.num_classes, pooling=backbone.get("pooling", "cls"), dropout=head.get("dropout", 0.1)
+            )
         # torch.compile'd encoder, kept off the module tree so checkpoints keep their plain keys.
-        object.__setattr__(self, "_encoder_fn", torch.compile(self.encoder) if backbone.get("compile") else self.encoder)
+        object.__setattr__(
+            self, "_encoder_fn", torch.compile(self.encoder) if backbone.get("compile") else self.encoder
+        )
         if optim.get("freeze_backbone"):
             self.encoder.requires_grad_(False)
         elif optim.get("freeze_layers"):
@@ -65,7 +88,9 @@ class ProtoLM(L.LightningModule):
         self.val_metrics = task_metrics(self.num_classes, self.regression, prefix="val/")
         self.test_metrics = task_metrics(self.num_classes, self.regression, prefix="test/")
         if self.is_prototype:
-            self.usage = nn.ModuleDict({f"usage_{s}": PrototypeUsage(self.head.num_prototypes) for s in ("train", "val", "test")})
+            self.usage = nn.ModuleDict(
+                {f"usage_{s}": PrototypeUsage(self.head.num_prototypes) for s in ("train", "val", "test")}
+            )
 
     # ------------------------------------------------------------------ forward
     def encode(self, batch: dict) -> torch.Tensor:
@@ -82,8 +107,12 @@ class ProtoLM(L.LightningModule):
         if self.is_prototype:
             proto_labels = torch.zeros_like(labels, dtype=torch.long) if self.regression else labels
             terms["cohesion"], terms["separation"] = cohesion_separation(
-                out["similarities"], proto_labels, self.head.prototype_class, self.k,
-                reference_signs=self.loss_cfg.get("reference_signs", False), with_separation=not self.regression,
+                out["similarities"],
+                proto_labels,
+                self.head.prototype_class,
+                self.k,
+                reference_signs=self.loss_cfg.get("reference_signs", False),
+                with_separation=not self.regression,
             )
             weights.update(cohesion=self.loss_cfg["cohesion"], separation=self.loss_cfg["separation"])
         terms["loss"] = sum(weights[name] * value for name, value in terms.items())
@@ -94,8 +123,14 @@ class ProtoLM(L.LightningModule):
         terms = self.losses(out, batch["labels"])
         size = batch["labels"].shape[0]
         on_step = stage == "train"
-        self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()}, on_step=on_step, on_epoch=True,
-                      batch_size=size, sync_dist=not on_step, prog_bar=False)
+        self.log_dict(
+            {f"{stage}/{k}": v.detach() for k, v in terms.items()},
+            on_step=on_step,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=not on_step,
+            prog_bar=False,
+        )
         if self.is_prototype:
             self.usage[f"usage_{stage}"].update(out["similarities"].detach())
         return {"terms": terms, "out": out}
@@ -170,7 +205,9 @@ class ProtoLM(L.LightningModule):
     def on_fit_start(self):
         if self.is_prototype and not bool(self.head.prototypes_initialized):
             trainer = self.trainer
-            self.init_prototypes_from_training_data(trainer.datamodule, trainer.strategy.broadcast, trainer.is_global_zero)
+            self.init_prototypes_from_training_data(
+                trainer.datamodule, trainer.strategy.broadcast, trainer.is_global_zero
+            )
 
     @torch.no_grad()
     def init_prototypes_from_training_data(self, datamodule, broadcast=None, compute: bool = True):
@@ -228,11 +265,18 @@ class ProtoLM(L.LightningModule):
             groups[f"{part}_{'decay' if decay else 'no_decay'}"].append(param)
         lrs = {"backbone": cfg["backbone_lr"], "head": cfg["head_lr"]}
         param_groups = [
-            {"params": params, "name": key, "lr": lrs[key.split("_")[0]],
-             "weight_decay": cfg["weight_decay"] if key.endswith("_decay") and not key.endswith("no_decay") else 0.0}
-            for key, params in groups.items() if params
+            {
+                "params": params,
+                "name": key,
+                "lr": lrs[key.split("_")[0]],
+                "weight_decay": cfg["weight_decay"] if key.endswith("_decay") and not key.endswith("no_decay") else 0.0,
+            }
+            for key, params in groups.items()
+            if params
         ]
-        optimizer = torch.optim.AdamW(param_groups, eps=cfg.get("adam_eps", 1e-8), betas=tuple(cfg.get("betas", (0.9, 0.999))))
+        optimizer = torch.optim.AdamW(
+            param_groups, eps=cfg.get("adam_eps", 1e-8), betas=tuple(cfg.get("betas", (0.9, 0.999)))
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(cfg["warmup_ratio"] * total)
         schedule = lr_schedule(cfg.get("scheduler", "linear"), warmup, total)
@@ -247,9 +291,17 @@ def rng_state() -> dict:
     import numpy as np
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -1,4 +1,5 @@
 """A Rich progress bar for long passes over data (projection, health, faithfulness), shown on a terminal only."""
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,14 @@ def track(iterable, description: str, total: int | None = None):
     if not sys.stderr.isatty():
         yield from iterable
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=True) as progress:
         task = progress.add_task(description, total=total if total is not None else len(iterable))
         for item in iterable:

@@ -10,6 +10,7 @@ prototype onto the pooled embedding of its nearest example (ProtoPNet's push), g
 prototypes the same example only when a class has fewer examples than prototypes, then records
 the nearest examples of the new vectors.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,8 +72,9 @@ def _forward_context(model):
 
 
 @torch.no_grad()
-def nearest_examples(model, datamodule, m: int, restrict_to_class: bool = True, role: str = "train",
-                     on_batch=None) -> Neighbours:
+def nearest_examples(
+    model, datamodule, m: int, restrict_to_class: bool = True, role: str = "train", on_batch=None
+) -> Neighbours:
     """Stream ``role``'s examples through the model; keep each prototype's M most similar ones.
 
     ``on_batch(out, batch)``, when given, sees every batch's model output (to gather other
@@ -142,14 +144,25 @@ def describe(model, datamodule, neighbours: Neighbours, top_k: int, role: str = 
             if index < 0 or score == -float("inf"):
                 continue
             label = split.labels[index]
-            nearest.append({
-                "index": index, "row": split.rows[index], "text": split.texts[index],
-                "text_pair": split.pairs[index] if split.pairs is not None else None,
-                "label": label, "label_name": names[label] if names and not model.regression else None,
-                "similarity": score,
-            })
-        out.append({"prototype_id": j, "class": c, "class_name": names[c] if names and not model.regression else None,
-                    "nearest": nearest})
+            nearest.append(
+                {
+                    "index": index,
+                    "row": split.rows[index],
+                    "text": split.texts[index],
+                    "text_pair": split.pairs[index] if split.pairs is not None else None,
+                    "label": label,
+                    "label_name": names[label] if names and not model.regression else None,
+                    "similarity": score,
+                }
+            )
+        out.append(
+            {
+                "prototype_id": j,
+                "class": c,
+                "class_name": names[c] if names and not model.regression else None,
+                "nearest": nearest,
+            }
+        )
     return out
 
 
@@ -175,9 +188,14 @@ def project(model, datamodule, mode: str = "link", top_k: int = 5, role: str = "
             record["replaced_by"] = index
     split = datamodule.role_split(role)
     record = {
-        "mode": mode, "split": split.name, "origin": split.origin, "size": len(split), "top_k": top_k,
+        "mode": mode,
+        "split": split.name,
+        "origin": split.origin,
+        "size": len(split),
+        "top_k": top_k,
         "epoch": int(getattr(model, "current_epoch", 0)) if getattr(model, "_trainer", None) else None,
-        "shared_examples": shared, "prototypes": prototypes,
+        "shared_examples": shared,
+        "prototypes": prototypes,
     }
     model.projection = record
     return record

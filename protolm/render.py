@@ -1,4 +1,5 @@
 """Explanations for people: a readable console view and a self-contained HTML page (no network)."""
+
 from __future__ import annotations
 
 import html
@@ -26,7 +27,9 @@ def print_explanations(explanations: list[dict], console: Console | None = None)
             for word, weight, seg in zip(e["tokens"], e["attention"], e["segments"]):
                 if seg == segment:
                     level = int(round(255 * (1 - weight / peak)))
-                    words.append(word, style=f"black on rgb(255,{max(level, 120)},{level})" if weight > 0.05 * peak else "")
+                    words.append(
+                        word, style=f"black on rgb(255,{max(level, 120)},{level})" if weight > 0.05 * peak else ""
+                    )
                     words.append(" ")
         console.rule(f"[bold]#{n}  prediction: {escape(_fmt_prediction(e))}")
         console.print(words)
@@ -37,7 +40,13 @@ def print_explanations(explanations: list[dict], console: Console | None = None)
             table.add_column(column)
         for p in e["prototypes"]:
             nearest = "\n".join(escape(f"[{x['label']}] {_clip(x['text'], 90)}") for x in p["nearest_examples"]) or "-"
-            table.add_row(str(p["prototype_id"]), escape(str(p["class"])), f"{p['similarity']:.3f}", f"{p['contribution']:+.3f}", nearest)
+            table.add_row(
+                str(p["prototype_id"]),
+                escape(str(p["class"])),
+                f"{p['similarity']:.3f}",
+                f"{p['contribution']:+.3f}",
+                nearest,
+            )
         console.print(table)
 
 
@@ -71,21 +80,28 @@ def _token_html(e: dict) -> str:
             parts.append('<span class="sep">‖</span>')
         previous = segment
         alpha = 0.85 * weight / peak
-        parts.append(f'<span class="tok" style="background:rgba(255,140,0,{alpha:.3f})" '
-                     f'title="attention {weight:.4f}">{html.escape(word)}</span>')
+        parts.append(
+            f'<span class="tok" style="background:rgba(255,140,0,{alpha:.3f})" '
+            f'title="attention {weight:.4f}">{html.escape(word)}</span>'
+        )
     return " ".join(parts)
 
 
 def _card(p: dict) -> str:
-    examples = "".join(
-        f'<div class="ex"><span class="lab">[{html.escape(str(x["label"]))}]</span>{html.escape(_clip(x["text"], 220))}'
-        + (f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else "")
-        + "</div>"
-        for x in p["nearest_examples"]
-    ) or '<div class="ex">no projected examples</div>'
-    return (f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
-            f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
-            f'contribution {p["contribution"]:+.3f}</span></div>{examples}</div>')
+    examples = (
+        "".join(
+            f'<div class="ex"><span class="lab">[{html.escape(str(x["label"]))}]</span>{html.escape(_clip(x["text"], 220))}'
+            + (f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else "")
+            + "</div>"
+            for x in p["nearest_examples"]
+        )
+        or '<div class="ex">no projected examples</div>'
+    )
+    return (
+        f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
+        f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
+        f"contribution {p['contribution']:+.3f}</span></div>{examples}</div>"
+    )
 
 
 def render_html(explanations: list[dict], title: str, meta: dict) -> str:
@@ -94,9 +110,15 @@ def render_html(explanations: list[dict], title: str, meta: dict) -> str:
     for n, e in enumerate(explanations, start=1):
         bars = ""
         if e["probs"]:
-            bars = '<div class="bars">' + "".join(
-                f'<div class="bar"><span class="l">{html.escape(k)}</span><div class="b" style="width:{160 * v:.0f}px"></div>'
-                f'<span>{v:.3f}</span></div>' for k, v in e["probs"].items()) + "</div>"
+            bars = (
+                '<div class="bars">'
+                + "".join(
+                    f'<div class="bar"><span class="l">{html.escape(k)}</span><div class="b" style="width:{160 * v:.0f}px"></div>'
+                    f"<span>{v:.3f}</span></div>"
+                    for k, v in e["probs"].items()
+                )
+                + "</div>"
+            )
         note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
         blocks.append(
             f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
@@ -104,6 +126,8 @@ def render_html(explanations: list[dict], title: str, meta: dict) -> str:
             f'<div class="right">{"".join(_card(p) for p in e["prototypes"])}</div></section>'
         )
     meta_line = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
-            f'<h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{"".join(blocks)}</body></html>')
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
+        f'<h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{"".join(blocks)}</body></html>'
+    )

@@ -1,4 +1,5 @@
 """Run directories: where a run writes, how ``ckpt_path`` resumes one, what a checkpoint carries."""
+
 from __future__ import annotations
 
 import tempfile

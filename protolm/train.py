@@ -1,4 +1,5 @@
 """Training a run from its composed config: the body of ``python run.py``."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,13 @@ def build_datamodule(cfg: DictConfig, task: TaskSpec, tokenizer) -> TaskDataModu
 
 
 def task_info(task: TaskSpec) -> dict:
-    return {"name": task.name, "num_classes": task.num_classes, "regression": task.is_regression,
-            "labels": task.labels, "pair": task.is_pair}
+    return {
+        "name": task.name,
+        "num_classes": task.num_classes,
+        "regression": task.is_regression,
+        "labels": task.labels,
+        "pair": task.is_pair,
+    }
 
 
 def build_model(cfg: DictConfig, task: TaskSpec) -> ProtoLM:
@@ -47,8 +53,12 @@ def build_callbacks(cfg: DictConfig, task: TaskSpec, ckpt_dir: Path) -> tuple[li
     cb = cfg.callbacks
     metric, mode = monitor(task)
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best-epoch{epoch:02d}-step{step}", monitor=metric, mode=mode,
-        save_top_k=cb.checkpoint.save_top_k, auto_insert_metric_name=False,
+        dirpath=ckpt_dir,
+        filename="best-epoch{epoch:02d}-step{step}",
+        monitor=metric,
+        mode=mode,
+        save_top_k=cb.checkpoint.save_top_k,
+        auto_insert_metric_name=False,
     )
     callbacks = [checkpoint, ResumeTrainingOrder()]
     # last.ckpt at every epoch end (and every N steps when asked) by callbacks of its own: since
@@ -103,12 +113,21 @@ def wandb_logger(cfg: DictConfig, logger_cfg: DictConfig):
     id_file = Path(cfg.paths.output_dir) / "wandb_run_id"
     run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
     try:
-        logger = instantiate({"_target_": logger_cfg["_target_"]}, **kwargs, id=run_id, resume="allow",
-                             settings=wandb.Settings(init_timeout=timeout, silent=True))
+        logger = instantiate(
+            {"_target_": logger_cfg["_target_"]},
+            **kwargs,
+            id=run_id,
+            resume="allow",
+            settings=wandb.Settings(init_timeout=timeout, silent=True),
+        )
         logger.experiment  # start the run now, inside this try, rather than at the first log call
     except Exception as err:  # noqa: BLE001 - any W&B failure: keep training, log locally
-        log.warning("W&B could not start (%s: %s); logging to CSV in %s/csv instead", type(err).__name__,
-                    str(err).splitlines()[0][:200] if str(err) else "", cfg.paths.output_dir)
+        log.warning(
+            "W&B could not start (%s: %s); logging to CSV in %s/csv instead",
+            type(err).__name__,
+            str(err).splitlines()[0][:200] if str(err) else "",
+            cfg.paths.output_dir,
+        )
         return CSVLogger(save_dir=cfg.paths.output_dir, name="csv")
     id_file.write_text(run_id + "\n")
     return logger
@@ -120,11 +139,20 @@ def log_prototype_table(trainer, model) -> None:
 
     if not model.projection or not trainer.is_global_zero:
         return
-    rows = [[p["prototype_id"], p.get("class_name") or p["class"], p["nearest"][0]["text"] if p["nearest"] else "",
-             p["nearest"][0]["similarity"] if p["nearest"] else None] for p in model.projection["prototypes"]]
+    rows = [
+        [
+            p["prototype_id"],
+            p.get("class_name") or p["class"],
+            p["nearest"][0]["text"] if p["nearest"] else "",
+            p["nearest"][0]["similarity"] if p["nearest"] else None,
+        ]
+        for p in model.projection["prototypes"]
+    ]
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_table("prototypes", columns=["prototype_id", "class", "nearest training example", "similarity"], data=rows)
+            logger.log_table(
+                "prototypes", columns=["prototype_id", "class", "nearest training example", "similarity"], data=rows
+            )
 
 
 def trainer_kwargs(cfg: DictConfig, **changes) -> dict:
@@ -137,8 +165,13 @@ def trainer_kwargs(cfg: DictConfig, **changes) -> dict:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    return L.Trainer(**trainer_kwargs(cfg), callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-                     default_root_dir=cfg.paths.output_dir)
+    return L.Trainer(
+        **trainer_kwargs(cfg),
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=cfg.paths.output_dir,
+    )
 
 
 def load_weights(model, path) -> None:
@@ -191,7 +224,11 @@ def train(cfg: DictConfig) -> dict:
         "num_prototypes": cfg.head.get("num_prototypes") if cfg.head.name == "prototype" else None,
         "seed": cfg.seed,
         "metrics": {k: float(v) for k, v in sorted({**val, **test, **extra_metrics}.items())},
-        "selection": {"metric": monitor(task)[0], "split": task.select_on, "best_score": _float(checkpoint.best_model_score)},
+        "selection": {
+            "metric": monitor(task)[0],
+            "split": task.select_on,
+            "best_score": _float(checkpoint.best_model_score),
+        },
         "splits": datamodule.describe(),
         "best_checkpoint": str(best) if best else None,  # what the metrics were computed with
         "selected_checkpoint": checkpoint.best_model_path or None,  # best on val, before projection/pruning
@@ -247,13 +284,23 @@ def check_health(cfg, trainer, model, datamodule, best, ckpt_dir: Path) -> tuple
     if cfg.prune.enabled:
         best = str(ckpt_dir / "pruned.ckpt")
         trainer.save_checkpoint(best, weights_only=True)
-    return best, {"summary": report["summary"], "pruned": report.get("pruned"), "after_pruning": report.get("after_pruning")}
+    return best, {
+        "summary": report["summary"],
+        "pruned": report.get("pruned"),
+        "after_pruning": report.get("after_pruning"),
+    }
 
 
 def train_last_layer(cfg, model, datamodule) -> None:
     """ProtoPNet's last-layer phase after a push: only the P -> C weights learn, for project.last_layer_epochs."""
-    kwargs = trainer_kwargs(cfg, max_epochs=cfg.project.last_layer_epochs, max_steps=-1, enable_checkpointing=False,
-                            num_sanity_val_steps=0, limit_val_batches=0)
+    kwargs = trainer_kwargs(
+        cfg,
+        max_epochs=cfg.project.last_layer_epochs,
+        max_steps=-1,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.last_layer_only = True
     try:
@@ -266,4 +313,3 @@ def train_last_layer(cfg, model, datamodule) -> None:
 
 def _float(value):
     return None if value is None else float(value)
-

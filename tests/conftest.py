@@ -1,4 +1,5 @@
 """Shared fixtures: compose configs exactly as run.py does, on a temporary run directory."""
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,9 @@ def pytest_configure(config):
 
     data = Path(default_data_dir())
     if not (data / "sst2").is_dir():
-        pytest.exit(f"task data not found at {data}: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...", returncode=4)
+        pytest.exit(
+            f"task data not found at {data}: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...", returncode=4
+        )
 
 
 @pytest.fixture
@@ -74,7 +77,9 @@ def make_config(tmp_path):
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command-line entry point (run.py, explain.py, ...) as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -88,8 +93,9 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
 
 @pytest.fixture(scope="session")
 def minilm_tokenizer():
-    from protolm.backbone import load_tokenizer
     from omegaconf import OmegaConf
+
+    from protolm.backbone import load_tokenizer
 
     return load_tokenizer(OmegaConf.to_container(OmegaConf.load(CONF / "backbone" / "minilm.yaml")))
 
@@ -100,8 +106,16 @@ def tiny_run(tmp_path_factory) -> Path:
     from protolm.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
-    cfg = compose_config(run, TINY + ["head.num_prototypes=8", "trainer.max_epochs=2", "data.max_train_samples=160",
-                                      "health.plot_max_examples=100"])
+    cfg = compose_config(
+        run,
+        TINY
+        + [
+            "head.num_prototypes=8",
+            "trainer.max_epochs=2",
+            "data.max_train_samples=160",
+            "health.plot_max_examples=100",
+        ],
+    )
     train(cfg)
     return run
 

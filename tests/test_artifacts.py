@@ -1,4 +1,5 @@
 """Artefacts are safe: atomic checkpoints, no code run from a checkpoint, nothing overwritten or lost."""
+
 import hashlib
 import os
 import signal
@@ -9,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY, assert_clean_failure, run_cli
 
 from protolm.checkpoint import load
 from protolm.errors import CheckpointError
-
-from conftest import REPO, TINY, assert_clean_failure, run_cli
 
 
 class Evil:
@@ -31,8 +31,10 @@ def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
     torch.save({"state_dict": {}, "protolm": Evil(marker)}, path)
     with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be read safely"):
         load(path)
-    for tool in (["run.py", *TINY, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run"],
-                 ["explain.py", f"ckpt_path={path}", "text=hello", f"hydra.run.dir={tmp_path}/explain"]):
+    for tool in (
+        ["run.py", *TINY, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run"],
+        ["explain.py", f"ckpt_path={path}", "text=hello", f"hydra.run.dir={tmp_path}/explain"],
+    ):
         assert_clean_failure(run_cli(*tool), str(path))
     assert not marker.exists()
 
@@ -45,13 +47,21 @@ def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, 
     text.write_text("not a checkpoint")
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    for path, message in ((truncated, "truncated or foreign"), (text, "truncated or foreign"), (foreign, "not written by protolm"),
-                          (tmp_path / "missing.ckpt", "does not exist")):
+    for path, message in (
+        (truncated, "truncated or foreign"),
+        (text, "truncated or foreign"),
+        (foreign, "not written by protolm"),
+        (tmp_path / "missing.ckpt", "does not exist"),
+    ):
         with pytest.raises(CheckpointError, match=message) as err:
             load(path)
         assert str(path) in str(err.value)
-    assert_clean_failure(run_cli("evaluate.py", f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/e"), str(truncated))
-    assert_clean_failure(run_cli("run.py", *TINY, f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/r"), str(truncated))
+    assert_clean_failure(
+        run_cli("evaluate.py", f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/e"), str(truncated)
+    )
+    assert_clean_failure(
+        run_cli("run.py", *TINY, f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/r"), str(truncated)
+    )
 
 
 SAVER = """
@@ -79,19 +89,27 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
 
 
 def digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path):
     before = digest(tiny_run)
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     assert_clean_failure(run_cli("run.py", *TINY, f"hydra.run.dir={tiny_run}"), "already holds", "overwrite=true")
-    assert_clean_failure(run_cli("run.py", *TINY, "data.data_dir=/nonexistent", f"hydra.run.dir={tiny_run}", "overwrite=true"),
-                         "/nonexistent/sst2/train.tsv")
+    assert_clean_failure(
+        run_cli("run.py", *TINY, "data.data_dir=/nonexistent", f"hydra.run.dir={tiny_run}", "overwrite=true"),
+        "/nonexistent/sst2/train.tsv",
+    )
     out = tmp_path / "explained"
     assert run_cli("explain.py", f"ckpt_path={ckpt}", "text=fine", f"hydra.run.dir={out}").returncode == 0
     first = digest(out)
-    assert_clean_failure(run_cli("explain.py", f"ckpt_path={ckpt}", "text=other", f"hydra.run.dir={out}"), "already holds")
+    assert_clean_failure(
+        run_cli("explain.py", f"ckpt_path={ckpt}", "text=other", f"hydra.run.dir={out}"), "already holds"
+    )
     # Failed commands add their own record (.hydra/<time>/, error.txt, run.log lines) beside;
     # nothing that was there changes.
     assert {k: v for k, v in digest(out).items() if k in first} == first

@@ -1,9 +1,10 @@
 """Bad input, generated: the data and explain paths either work or fail with one clear error."""
+
 import json
 import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protolm.data.datamodule import TaskDataModule
@@ -14,7 +15,9 @@ from protolm.explain import explain
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Free text as users and datasets produce it: empty, whitespace, punctuation, any script, long.
 TEXT = st.one_of(
-    st.just(""), st.text(alphabet=" \t\n\r\u00a0", max_size=5), st.text(max_size=60),
+    st.just(""),
+    st.text(alphabet=" \t\n\r\u00a0", max_size=5),
+    st.text(max_size=60),
     st.text(alphabet=string.ascii_letters + " ,.'!?", min_size=200, max_size=1500),
 )
 
@@ -24,9 +27,16 @@ def jsonl_task(tmp_path, records, pair=False, **changes) -> dict:
     folder.mkdir(exist_ok=True)
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (folder / "dev.jsonl").write_text(json.dumps({"a": "fine", "b": "ok", "y": "pos"}) + "\n")
-    cfg = {"name": "toy", "text_fields": ["a", "b"] if pair else ["a"], "label_field": "y", "labels": ["neg", "pos"],
-           "local": {"format": "jsonl", "train": "t/train.jsonl", "validation": "t/dev.jsonl"},
-           "carve": [{"split": "heldout", "from": "train", "size": 1}], "select_on": "heldout", "report_on": "validation"}
+    cfg = {
+        "name": "toy",
+        "text_fields": ["a", "b"] if pair else ["a"],
+        "label_field": "y",
+        "labels": ["neg", "pos"],
+        "local": {"format": "jsonl", "train": "t/train.jsonl", "validation": "t/dev.jsonl"},
+        "carve": [{"split": "heldout", "from": "train", "size": 1}],
+        "select_on": "heldout",
+        "report_on": "validation",
+    }
     cfg.update(changes)
     return cfg
 
@@ -61,8 +71,15 @@ def test_non_utf8_bytes_name_the_file_and_line(lines, data, tmp_path_factory, mi
         load_train(cfg, tmp_path, minilm_tokenizer)
 
 
-LABEL = st.one_of(st.sampled_from(["neg", "pos", 0, 1, "0", "1"]), st.integers(-3, 5), st.floats(allow_nan=True),
-                  st.booleans(), st.none(), st.text(max_size=4), st.lists(st.integers(), max_size=2))
+LABEL = st.one_of(
+    st.sampled_from(["neg", "pos", 0, 1, "0", "1"]),
+    st.integers(-3, 5),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=2),
+)
 
 
 @SETTINGS
@@ -97,7 +114,10 @@ REQUIRED = ["name", "text_fields", "label_field", "local"]
 
 
 @SETTINGS
-@given(key=st.sampled_from(REQUIRED + ["labels", "select_on", "report_on", "carve"]), typo=st.sampled_from(["drop", "misspell"]))
+@given(
+    key=st.sampled_from(REQUIRED + ["labels", "select_on", "report_on", "carve"]),
+    typo=st.sampled_from(["drop", "misspell"]),
+)
 def test_task_yaml_with_missing_or_misspelled_keys_lists_the_valid_keys(key, typo, tmp_path_factory):
     cfg = jsonl_task(tmp_path_factory.mktemp("d"), [{"a": "x", "y": "pos"}])
     value = cfg.pop(key)

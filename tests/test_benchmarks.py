@@ -1,4 +1,5 @@
 """The benchmark scripts run (at toy sizes) and check their own numbers, so they do not rot."""
+
 import json
 
 from conftest import run_cli

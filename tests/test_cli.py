@@ -1,8 +1,8 @@
 """The command line as users meet it: run.py's errors are one clear message, never a bare traceback."""
-import pytest
-from omegaconf import OmegaConf
 
+import pytest
 from conftest import BACKBONES, TASKS, assert_clean_failure, run_cli
+from omegaconf import OmegaConf
 
 HUB_IDS = {
     "bert-base-uncased": "google-bert/bert-base-uncased",
@@ -39,9 +39,14 @@ def test_any_hub_encoder_by_pretrained(make_config):
     assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
 
 
-@pytest.mark.parametrize("group,bad,valid", [
-    ("task", "sst3", "sst2"), ("backbone", "roberta-huge", "roberta-large"), ("head", "protoype", "prototype"),
-])
+@pytest.mark.parametrize(
+    "group,bad,valid",
+    [
+        ("task", "sst3", "sst2"),
+        ("backbone", "roberta-huge", "roberta-large"),
+        ("head", "protoype", "prototype"),
+    ],
+)
 def test_unknown_option_names_list_the_valid_ones(group, bad, valid):
     result = run_cli("run.py", f"{group}={bad}")
     assert_clean_failure(result, f"Could not find '{group}/{bad}'", "Available options", valid)
@@ -64,12 +69,21 @@ def test_missing_data_names_the_paths_tried_and_the_fix(tmp_path):
 
 def test_hub_backbone_offline_fails_fast_with_the_fix():
     result = run_cli("run.py", "backbone=roberta-large", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
-    assert_clean_failure(result, "backbone roberta-large: cannot load 'FacebookAI/roberta-large'", "backbone.pretrained=")
+    assert_clean_failure(
+        result, "backbone roberta-large: cannot load 'FacebookAI/roberta-large'", "backbone.pretrained="
+    )
 
 
 def test_fast_dev_run_from_the_command_line(tmp_path):
-    result = run_cli("run.py", "backbone=tiny", "trainer.fast_dev_run=true", "logger=none", "data.max_train_samples=32",
-                     "data.max_eval_samples=32", f"hydra.run.dir={tmp_path}/run")
+    result = run_cli(
+        "run.py",
+        "backbone=tiny",
+        "trainer.fast_dev_run=true",
+        "logger=none",
+        "data.max_train_samples=32",
+        "data.max_eval_samples=32",
+        f"hydra.run.dir={tmp_path}/run",
+    )
     assert result.returncode == 0, result.stderr
     assert "sst2 / tiny / prototype: " in result.stdout and "test/acc=" in result.stdout
     assert (tmp_path / "run" / "results.json").exists()

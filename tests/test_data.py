@@ -1,16 +1,16 @@
 """The one data module on every task's local files, and its errors on bad data."""
+
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CONF, TASKS
 
 from protolm.config import default_data_dir
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
-
-from conftest import CONF, TASKS
 
 DATA = Path(default_data_dir())
 
@@ -46,8 +46,13 @@ def composed_task(name: str) -> dict:
 
 
 def module(task, tokenizer, **kwargs) -> TaskDataModule:
-    return TaskDataModule(task if isinstance(task, (dict, TaskSpec)) else composed_task(task), tokenizer,
-                          kwargs.pop("data_dir", DATA), max_length=kwargs.pop("max_length", 64), **kwargs)
+    return TaskDataModule(
+        task if isinstance(task, (dict, TaskSpec)) else composed_task(task),
+        tokenizer,
+        kwargs.pop("data_dir", DATA),
+        max_length=kwargs.pop("max_length", 64),
+        **kwargs,
+    )
 
 
 def test_every_task_has_expectations():
@@ -181,10 +186,16 @@ def write_task(tmp_path, rows: str, **changes) -> dict:
     (tmp_path / "t").mkdir(exist_ok=True)
     (tmp_path / "t" / "train.tsv").write_bytes(rows.encode() if isinstance(rows, str) else rows)
     (tmp_path / "t" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
-    cfg = {"name": "toy", "text_fields": ["sentence"], "label_field": "label", "labels": ["neg", "pos"],
-           "local": {"format": "tsv", "train": "t/train.tsv", "validation": "t/dev.tsv"},
-           "carve": [{"split": "heldout", "from": "train", "size": 1}],
-           "select_on": "heldout", "report_on": "validation"}
+    cfg = {
+        "name": "toy",
+        "text_fields": ["sentence"],
+        "label_field": "label",
+        "labels": ["neg", "pos"],
+        "local": {"format": "tsv", "train": "t/train.tsv", "validation": "t/dev.tsv"},
+        "carve": [{"split": "heldout", "from": "train", "size": 1}],
+        "select_on": "heldout",
+        "report_on": "validation",
+    }
     cfg.update(changes)
     return cfg
 
@@ -246,7 +257,9 @@ def test_ragged_rows_with_a_stray_empty_field_are_repaired_others_rejected(tmp_p
 def test_task_yaml_with_a_misspelled_key_lists_the_valid_keys(tmp_path):
     cfg = write_task(tmp_path, "sentence\tlabel\n")
     cfg["lable_field"] = cfg.pop("label_field")
-    with pytest.raises(ConfigError, match=r"unknown key 'lable_field' \(did you mean 'label_field'\?\); valid keys: .*text_fields"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'lable_field' \(did you mean 'label_field'\?\); valid keys: .*text_fields"
+    ):
         TaskSpec.from_config(cfg)
 
 

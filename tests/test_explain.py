@@ -1,15 +1,15 @@
 """explain.py on a trained checkpoint: console, explanations.jsonl, and an HTML page a browser renders."""
+
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_cli
 
 from protolm.errors import CheckpointError, DataError
 from protolm.explain import explain, require_projection
-
-from conftest import run_cli
 
 FIELDS = {"text", "prediction", "probs", "tokens", "attention", "prototypes"}
 PROTOTYPE_FIELDS = {"prototype_id", "class", "similarity", "contribution", "nearest_examples"}
@@ -45,7 +45,9 @@ def test_sub_words_merge_into_whole_words(tiny_loaded):
 
 def test_explain_cli_writes_jsonl_and_html(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli("explain.py", f"ckpt_path={ckpt}", 'text=a warm, funny (and "sharp") film', f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "explain.py", f"ckpt_path={ckpt}", 'text=a warm, funny (and "sharp") film', f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 0, result.stderr
     assert "prediction:" in result.stdout and "nearest training examples" in result.stdout
     [line] = (tmp_path / "explanations.jsonl").read_text().splitlines()
@@ -68,7 +70,9 @@ def test_explain_cli_input_file_and_split(tiny_run, tmp_path):
 
 
 def test_explain_without_projection_says_how_to_project(tiny_run, tmp_path):
-    result = run_cli("explain.py", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "text=fine", f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "explain.py", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "text=fine", f"hydra.run.dir={tmp_path}"
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "has no prototype projection" in result.stderr and "python project.py ckpt_path=" in result.stderr
 
@@ -106,13 +110,23 @@ def test_html_page_renders_in_a_real_headless_browser(tiny_run, tmp_path):
     page_path = Path(tmp_path / "explanations.html")
     problems = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on("request", lambda r: problems.append(f"network request {r.url}") if not r.url.startswith("file:") else None)
+        page.on(
+            "request", lambda r: problems.append(f"network request {r.url}") if not r.url.startswith("file:") else None
+        )
         page.goto(page_path.as_uri())
         assert page.title() == "protolm explanations"
         assert page.locator("section.input").count() == 3

@@ -1,17 +1,17 @@
 """Faithfulness metrics on models whose answer is known, and evaluate.py end to end."""
+
 import json
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 from torch import nn
 
 from protolm.data.datamodule import Split
 from protolm.faithfulness import prototype_level, token_level
 from protolm.model import ProtoLM
-
-from conftest import run_cli
 
 KEYWORD = "excellent"
 
@@ -35,8 +35,11 @@ def keyword_model(make_config, minilm_tokenizer):
     cfg = make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random")
     sections = {k: OmegaConf.to_container(cfg[k]) for k in ("backbone", "head", "loss", "optim")}
     encoder = KeywordEncoder(minilm_tokenizer.convert_tokens_to_ids(KEYWORD))
-    model = ProtoLM(**sections, task={"name": "toy", "num_classes": 2, "regression": False, "labels": ["no", "yes"],
-                                      "pair": False}, encoder=encoder).eval()
+    model = ProtoLM(
+        **sections,
+        task={"name": "toy", "num_classes": 2, "regression": False, "labels": ["no", "yes"], "pair": False},
+        encoder=encoder,
+    ).eval()
     with torch.no_grad():
         head = model.head
         head.pooling.proj.weight.copy_(torch.eye(8))
@@ -50,14 +53,24 @@ def split_of(texts, labels):
     return Split("toy", "in memory", texts, None, labels, list(range(len(texts))))
 
 
-SENTENCES = [f"the food was {KEYWORD} and the service friendly", f"{KEYWORD} value for a small family hotel",
-             "the room was small and noisy at night", "nothing about the stay was memorable"]
+SENTENCES = [
+    f"the food was {KEYWORD} and the service friendly",
+    f"{KEYWORD} value for a small family hotel",
+    "the room was small and noisy at night",
+    "nothing about the stay was memorable",
+]
 
 
 def loader(model, tokenizer, texts, labels):
     enc = tokenizer(texts, padding=True, return_tensors="pt")
-    return [{"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": torch.tensor(labels),
-             "index": torch.arange(len(texts))}]
+    return [
+        {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": torch.tensor(labels),
+            "index": torch.arange(len(texts)),
+        }
+    ]
 
 
 def test_the_keyword_model_behaves_as_designed(keyword_model, minilm_tokenizer):
@@ -71,8 +84,9 @@ def test_the_keyword_model_behaves_as_designed(keyword_model, minilm_tokenizer):
 
 
 def test_token_level_on_a_model_that_depends_on_one_known_token(keyword_model, minilm_tokenizer):
-    result = token_level(keyword_model, minilm_tokenizer, split_of(SENTENCES[:2], [1, 1]), bins=[0.01, 0.5],
-                         removal="delete", seed=0)
+    result = token_level(
+        keyword_model, minilm_tokenizer, split_of(SENTENCES[:2], [1, 1]), bins=[0.01, 0.5], removal="delete", seed=0
+    )
     attention, random = result["by_rationale"]["attention"], result["by_rationale"]["random"]
     # The top token by attention is the keyword: deleting it flips the decision, keeping it suffices.
     assert attention["0.01"]["comprehensiveness"] > 0.99
@@ -99,13 +113,21 @@ def test_prototype_level_known_answers(keyword_model, minilm_tokenizer):
     one = result["by_k"]["1"]
     expected = float(full.mean()) - 1 / (1 + torch.exp(torch.tensor(0.5)).item())
     assert one["comprehensiveness"] == pytest.approx(expected, abs=2e-3)
-    assert one["random_comprehensiveness"] < one["comprehensiveness"]  # a random prototype is the right one half the time
+    assert (
+        one["random_comprehensiveness"] < one["comprehensiveness"]
+    )  # a random prototype is the right one half the time
 
 
 def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli("evaluate.py", f"ckpt_path={ckpt}", "data.max_eval_samples=12", "faithfulness.random_draws=2",
-                     "faithfulness.prototype_ks=[1,2]", f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "evaluate.py",
+        f"ckpt_path={ckpt}",
+        "data.max_eval_samples=12",
+        "faithfulness.random_draws=2",
+        "faithfulness.prototype_ks=[1,2]",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads((tmp_path / "faithfulness.json").read_text())
     assert out["examples"] == 12 and out["split"] == "validation"
@@ -120,6 +142,11 @@ def test_integrated_gradients_rationale_when_captum_is_installed(tiny_loaded, ti
     from protolm.commands import datamodule_for
 
     dm = datamodule_for(tiny_loaded, OmegaConf.create({"data": {"max_eval_samples": 4}}))
-    result = token_level(tiny_loaded.model, tiny_loaded.tokenizer, dm.role_split("test"), bins=[0.1, 0.5],
-                         rationales=("attention", "random", "integrated_gradients"))
+    result = token_level(
+        tiny_loaded.model,
+        tiny_loaded.tokenizer,
+        dm.role_split("test"),
+        bins=[0.1, 0.5],
+        rationales=("attention", "random", "integrated_gradients"),
+    )
     assert set(result["by_rationale"]) == {"attention", "random", "integrated_gradients"}

@@ -1,6 +1,6 @@
 """Runs survive kills: a resumed run ends exactly where an uninterrupted one does."""
+
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,18 +9,29 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY
 
 # Deterministic CPU training, long enough to be killed mid-way (8 epochs x 10 steps), saving
 # last.ckpt every 3 steps as well as at every epoch end.
-RUN = TINY + ["trainer.max_epochs=8", "data.max_train_samples=160", "head.num_prototypes=6", "trainer.deterministic=true",
-              "callbacks.checkpoint.every_n_train_steps=3", "health.plot=false", "seed=3"]
+RUN = TINY + [
+    "trainer.max_epochs=8",
+    "data.max_train_samples=160",
+    "head.num_prototypes=6",
+    "trainer.deterministic=true",
+    "callbacks.checkpoint.every_n_train_steps=3",
+    "health.plot=false",
+    "seed=3",
+]
 
 
 def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "run.py", *RUN, *extra, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "run.py", *RUN, *extra, f"hydra.run.dir={run_dir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:

@@ -1,4 +1,5 @@
 """PrototypeHead: masking, equality with a naive per-example computation, finiteness, shapes."""
+
 import pytest
 import torch
 
@@ -6,11 +7,11 @@ from protolm import PrototypeHead
 from protolm.head import SIMILARITIES, LinearHead
 
 
-def batch(b=4, l=7, h=16, seed=0):
+def batch(b=4, length=7, h=16, seed=0):
     g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(b, l, h, generator=g)
-    lengths = torch.tensor([l, 3, 5, 1][:b])
-    mask = (torch.arange(l)[None, :] < lengths[:, None]).long()
+    hidden = torch.randn(b, length, h, generator=g)
+    lengths = torch.tensor([length, 3, 5, 1][:b])
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     return hidden, mask
 
 
@@ -65,7 +66,7 @@ def test_shapes_and_attention_masks_padding():
 def test_padding_does_not_change_the_result():
     """The same sentence padded to two widths gives the same pooled vector and logits."""
     head = PrototypeHead(16, 4, 2)
-    hidden, mask = batch(b=2, l=7)
+    hidden, mask = batch(b=2, length=7)
     garbage = hidden.clone()
     garbage[mask == 0] = 1e3  # whatever sits in padding positions must not leak in
     a, b = head(hidden, mask), head(garbage, mask)

@@ -1,15 +1,15 @@
 """Prototype health: usage, purity, duplicates, dead prototypes, and pruning that keeps the model consistent."""
+
 import json
 
 import pytest
 import torch
+from conftest import run_cli
 from omegaconf import OmegaConf
 
 from protolm.checkpoint import load
 from protolm.commands import datamodule_for
 from protolm.health import prototype_health, prune
-
-from conftest import run_cli
 
 
 def fresh(tiny_run):
@@ -80,8 +80,15 @@ def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_r
 
 def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli("health.py", f"ckpt_path={ckpt}", "prune.enabled=true", "prune.k=5", "prune.min_purity=0.99",
-                     "health.plot_max_examples=100", f"hydra.run.dir={tmp_path}")
+    result = run_cli(
+        "health.py",
+        f"ckpt_path={ckpt}",
+        "prune.enabled=true",
+        "prune.k=5",
+        "prune.min_purity=0.99",
+        "health.plot_max_examples=100",
+        f"hydra.run.dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "health.json").read_text())
     assert (tmp_path / "prototypes_pca.png").stat().st_size > 5_000

@@ -1,4 +1,5 @@
 """The loss terms move prototypes the way DESIGN.md section 1 says, for every similarity."""
+
 import pytest
 import torch
 
@@ -88,8 +89,9 @@ def test_terms_average_the_k_chosen_similarities():
 
 def test_regression_has_no_separation_term():
     sims = torch.rand(3, 4, requires_grad=True)
-    coh, sep = cohesion_separation(sims, torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2,
-                                   with_separation=False)
+    coh, sep = cohesion_separation(
+        sims, torch.zeros(3, dtype=torch.long), torch.zeros(4, dtype=torch.long), 2, with_separation=False
+    )
     assert sep.item() == 0 and coh.item() < 0
 
 
@@ -106,9 +108,10 @@ def test_resolve_k_rejects_bad_ratios_naming_the_key(ratio):
 
 def test_model_objective_combines_terms_with_the_configured_weights(make_config):
     """Through ProtoLM.losses: weights multiply the terms, and cohesion alone pulls prototypes in."""
+    from omegaconf import OmegaConf
+
     from protolm.data.task import TaskSpec
     from protolm.train import build_model
-    from omegaconf import OmegaConf
 
     cfg = make_config("backbone=tiny", "loss.ce=0", "loss.cohesion=1", "loss.separation=0")
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task))

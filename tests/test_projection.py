@@ -1,11 +1,11 @@
 """Projection ties prototypes to real training examples of their own class, streaming, exactly."""
+
 import json
 
-import pytest
 import torch
 
-from protolm.projection import StreamingTopK, assign_distinct, Neighbours, nearest_examples, project
 from protolm.checkpoint import load
+from protolm.projection import Neighbours, StreamingTopK, assign_distinct, nearest_examples, project
 
 
 def datamodule(loaded):
@@ -114,10 +114,21 @@ def test_assign_distinct_shares_only_when_a_class_runs_out():
 def test_projection_every_n_epochs_and_last_layer_phase(make_config):
     from protolm.train import train
 
-    results = train(make_config("backbone=tiny", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_epochs=2",
-                                "data.max_train_samples=64", "data.max_eval_samples=32", "head.num_prototypes=4",
-                                "project.every_n_epochs=1", "project.mode=replace", "project.last_layer_epochs=1",
-                                "health.at_end=false"))
+    results = train(
+        make_config(
+            "backbone=tiny",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+            "trainer.max_epochs=2",
+            "data.max_train_samples=64",
+            "data.max_eval_samples=32",
+            "head.num_prototypes=4",
+            "project.every_n_epochs=1",
+            "project.mode=replace",
+            "project.last_layer_epochs=1",
+            "health.at_end=false",
+        )
+    )
     assert results["projection"]["mode"] == "replace"
     loaded = load(results["best_checkpoint"])
     # After the last-layer phase the prototypes still sit on their examples.
@@ -134,7 +145,7 @@ def _stream_shard(rank, world, sims, out):
     dist.init_process_group("gloo", init_method=f"file://{out}.init", rank=rank, world_size=world)
     topk = StreamingTopK(sims.shape[1], 3, "cpu")
     for start in range(rank * 8, len(sims), world * 8):  # this rank's batches of 8
-        topk.update(sims[start:start + 8], torch.arange(start, min(start + 8, len(sims))))
+        topk.update(sims[start : start + 8], torch.arange(start, min(start + 8, len(sims))))
     topk.merge_processes()
     torch.save({"scores": topk.scores, "indices": topk.indices}, f"{out}.{rank}")
     dist.destroy_process_group()

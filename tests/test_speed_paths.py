@@ -1,14 +1,14 @@
 """Optional speed paths compute the same results: bf16 autocast, torch.compile, gradient
 checkpointing, frozen lower layers."""
+
 import pytest
 import torch
+from conftest import TINY
 from omegaconf import OmegaConf
 
 from protolm.backbone import load_tokenizer
 from protolm.data.task import TaskSpec
 from protolm.train import build_datamodule, build_model, train
-
-from conftest import TINY
 
 NO_DROPOUT = "+backbone.config_overrides.hidden_dropout_prob=0.0"
 NO_ATTN_DROPOUT = "+backbone.config_overrides.attention_probs_dropout_prob=0.0"
@@ -65,8 +65,15 @@ def test_bf16_autocast_stays_close_to_float32(make_config):
 
 
 def test_bf16_mixed_training_runs_end_to_end(make_config):
-    results = train(make_config(*TINY, "trainer.precision=bf16-mixed", "trainer.max_epochs=1", "health.at_end=false",
-                                "head.num_prototypes=4"))
+    results = train(
+        make_config(
+            *TINY,
+            "trainer.precision=bf16-mixed",
+            "trainer.max_epochs=1",
+            "health.at_end=false",
+            "head.num_prototypes=4",
+        )
+    )
     assert all(torch.isfinite(torch.tensor(v)) for v in results["metrics"].values())
 
 

@@ -1,28 +1,33 @@
 """Sweeps and scale-out: multirun failures, optuna, the submitit launcher, W&B, DDP, experiments, tables."""
+
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from conftest import BACKBONES, CONF, REPO, TASKS, TINY, run_cli
 
-from conftest import CONF, REPO, TASKS, BACKBONES, TINY, run_cli
-
-FAST = TINY + ["trainer.max_epochs=1", "data.max_train_samples=32", "data.max_eval_samples=16", "health.at_end=false",
-               "project.report_unprojected=false"]
+FAST = TINY + [
+    "trainer.max_epochs=1",
+    "data.max_train_samples=32",
+    "data.max_eval_samples=16",
+    "health.at_end=false",
+    "project.report_unprojected=false",
+]
 
 
 def test_failing_jobs_do_not_lose_the_others(tmp_path):
     # a bad value (5 prototypes for 2 classes) and a crash inside Lightning (an unknown strategy)
-    result = run_cli("run.py", "-m", *FAST, "head.num_prototypes=4,5", "trainer.strategy=auto,bogus",
-                     f"hydra.sweep.dir={tmp_path}")
+    result = run_cli(
+        "run.py", "-m", *FAST, "head.num_prototypes=4,5", "trainer.strategy=auto,bogus", f"hydra.sweep.dir={tmp_path}"
+    )
     assert result.returncode == 1, result.stderr  # the sweep says it had failures ...
     assert "Traceback" not in result.stderr
     summary = json.loads((tmp_path / "sweep_summary.json").read_text())
-    status = {" ".join(o for o in j["overrides"] if o.startswith(("head.", "trainer.strategy"))): j for j in summary["jobs"]}
+    status = {
+        " ".join(o for o in j["overrides"] if o.startswith(("head.", "trainer.strategy"))): j for j in summary["jobs"]
+    }
     assert status["head.num_prototypes=4 trainer.strategy=auto"]["status"] == "finished"
     bad_value = status["head.num_prototypes=5 trainer.strategy=auto"]
     assert bad_value["status"] == "failed" and "head.num_prototypes=5 must be a multiple" in bad_value["error"]
@@ -39,8 +44,11 @@ def test_wandb_runs_of_one_sweep_share_a_group():
 
     def group(*overrides):
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose("config", overrides=["logger=wandb", "hydra.sweep.dir=outputs/multirun/2026-01-01/10-00-00",
-                                               *overrides], return_hydra_config=True)
+            cfg = compose(
+                "config",
+                overrides=["logger=wandb", "hydra.sweep.dir=outputs/multirun/2026-01-01/10-00-00", *overrides],
+                return_hydra_config=True,
+            )
         HydraConfig.instance().set_config(cfg)
         return cfg.logger.wandb.group
 
@@ -71,10 +79,19 @@ def test_aggregate_statistics_and_cells(tmp_path):
     def write(i, head, seed, acc, cohesion=0.25):
         run = tmp_path / str(i)
         run.mkdir()
-        config = {"task": {"name": "sst2"}, "backbone": {"name": "minilm", "lr": 5e-5}, "head": {"name": head},
-                  "loss": {"cohesion": cohesion}, "seed": seed, "paths": {"output_dir": str(run)}}
-        (run / "results.json").write_text(json.dumps({
-            "config": config, "seed": seed, "metrics": {"test/acc": acc}, "selection": {"metric": "val/acc"}}))
+        config = {
+            "task": {"name": "sst2"},
+            "backbone": {"name": "minilm", "lr": 5e-5},
+            "head": {"name": head},
+            "loss": {"cohesion": cohesion},
+            "seed": seed,
+            "paths": {"output_dir": str(run)},
+        }
+        (run / "results.json").write_text(
+            json.dumps(
+                {"config": config, "seed": seed, "metrics": {"test/acc": acc}, "selection": {"metric": "val/acc"}}
+            )
+        )
 
     write(0, "prototype", 1, 0.80), write(1, "prototype", 2, 0.90), write(2, "linear", 1, 0.70)
     write(3, "prototype", 1, 0.50, cohesion=0.0)
@@ -98,10 +115,14 @@ def test_optuna_study_runs_and_resumes_from_sqlite(tmp_path):
         assert result.returncode == 0, result.stderr
     import optuna
 
-    study = optuna.load_study(study_name="protolm_sst2_tiny_prototype", storage=f"sqlite:///{tmp_path}/optuna/studies.db")
+    study = optuna.load_study(
+        study_name="protolm_sst2_tiny_prototype", storage=f"sqlite:///{tmp_path}/optuna/studies.db"
+    )
     assert len(study.trials) == 4 and all(t.state.name == "COMPLETE" for t in study.trials)
     values = sorted(t.value for t in study.trials)
-    trial_results = [json.loads(p.read_text())["metrics"]["val/acc"] for p in (tmp_path / "optuna").rglob("results.json")]
+    trial_results = [
+        json.loads(p.read_text())["metrics"]["val/acc"] for p in (tmp_path / "optuna").rglob("results.json")
+    ]
     assert sorted(trial_results) == pytest.approx(values)  # optimised value = results.json metric
 
 
@@ -118,8 +139,11 @@ def test_slurm_launcher_ties_resources_to_the_trainer(make_config):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (8, 8, 2)
@@ -158,9 +182,16 @@ def test_wandb_offline_logs_config_metrics_prototypes_and_resumes_the_same_run(m
 
 def test_unreachable_wandb_falls_back_to_csv_without_hanging(tmp_path):
     overrides = [o for o in FAST if not o.startswith("logger")]
-    result = run_cli("run.py", *overrides, "logger=wandb", "logger.wandb.mode=online", "logger.wandb.init_timeout_s=10",
-                     f"hydra.run.dir={tmp_path}", timeout=300,
-                     env={"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40})
+    result = run_cli(
+        "run.py",
+        *overrides,
+        "logger=wandb",
+        "logger.wandb.mode=online",
+        "logger.wandb.init_timeout_s=10",
+        f"hydra.run.dir={tmp_path}",
+        timeout=300,
+        env={"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40},
+    )
     assert result.returncode == 0, result.stderr
     assert "W&B could not start" in result.stdout + result.stderr
     assert (tmp_path / "csv" / "version_0" / "metrics.csv").exists() and (tmp_path / "results.json").exists()
@@ -169,8 +200,16 @@ def test_unreachable_wandb_falls_back_to_csv_without_hanging(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
     """2-process CPU DDP (gloo): metrics synchronised across processes equal a single-process evaluation."""
-    result = run_cli("run.py", *FAST, "trainer.strategy=ddp_spawn", "trainer.devices=2", "data.max_eval_samples=40",
-                     "data.max_train_samples=64", f"hydra.run.dir={tmp_path}", timeout=600)
+    result = run_cli(
+        "run.py",
+        *FAST,
+        "trainer.strategy=ddp_spawn",
+        "trainer.devices=2",
+        "data.max_eval_samples=40",
+        "data.max_train_samples=64",
+        f"hydra.run.dir={tmp_path}",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     from lightning import Trainer
@@ -211,7 +250,18 @@ def test_every_experiment_composes_into_a_valid_sweep(name):
         ks = [resolve_k(float(r), cfg.head.prototypes_per_class) for r in ratios]
         assert len(set(ks)) == len(ks), dict(zip(ratios, ks))
     if name == "main_table":
-        assert set(params.task.split(",")) == {"sst2", "sst5", "imdb", "qnli", "mnli", "rte", "mrpc", "wnli", "pubmedqa", "biosses"}
+        assert set(params.task.split(",")) == {
+            "sst2",
+            "sst5",
+            "imdb",
+            "qnli",
+            "mnli",
+            "rte",
+            "mrpc",
+            "wnli",
+            "pubmedqa",
+            "biosses",
+        }
         assert {"bert-large-uncased", "roberta-large", "deberta-v3-large"} <= set(params.backbone.split(","))
         assert set(params.head.split(",")) == {"prototype", "linear"}
 
@@ -221,6 +271,8 @@ def test_wandb_sweep_file_names_real_keys():
     assert sweep["program"] == "run.py" and "${args_no_hyphens}" in sweep["command"]
     from hydra import compose, initialize_config_dir
 
-    overrides = [f"{key}={spec['values'][0] if 'values' in spec else spec['min']}" for key, spec in sweep["parameters"].items()]
+    overrides = [
+        f"{key}={spec['values'][0] if 'values' in spec else spec['min']}" for key, spec in sweep["parameters"].items()
+    ]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         compose("config", overrides=overrides)  # raises if a key does not exist

@@ -1,13 +1,13 @@
 """Training through the real entry point (the function run.py calls), on every task and head."""
+
 import json
 
 import pytest
 import torch
+from conftest import TASKS, TINY
 
 from protolm.errors import ConfigError
 from protolm.train import train
-
-from conftest import TASKS, TINY
 
 # QNLI and MNLI ship only dev files here: train on the dev file to exercise the plumbing.
 LOCAL_TRAIN = {"qnli": ["task.local.train=qnli/dev.tsv"], "mnli": ["task.local.train=mnli/dev.jsonl"]}
@@ -23,7 +23,9 @@ def test_fast_dev_run_every_task_and_head(task, head, make_config):
     assert f"test/{metric}" in results["metrics"] and f"val/{metric}" in results["metrics"]
     if head == "prototype" and task != "biosses":
         assert {"test/cohesion", "test/separation", "test/prototypes_used"} <= set(results["metrics"])
-    saved = json.loads((cfg.paths.output_dir and __import__("pathlib").Path(cfg.paths.output_dir) / "results.json").read_text())
+    saved = json.loads(
+        (cfg.paths.output_dir and __import__("pathlib").Path(cfg.paths.output_dir) / "results.json").read_text()
+    )
     assert saved["task"] == task and saved["head"] == head and saved["backbone"] == "tiny"
     assert saved["config"]["task"]["name"] == task
 
@@ -85,14 +87,17 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(make_c
     assert torch.equal(kept, good)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("head.num_prototypes=5", "head.num_prototypes=5 must be a multiple of task sst2's 2 classes"),
-    ("loss.cohesion=-1", "loss.cohesion=-1 must be a number in [0, inf)"),
-    ("loss.cohsep_ratio=1.5", "loss.cohsep_ratio=1.5 must be a fraction in (0, 1)"),
-    ("head.similarity=dot", "head.similarity='dot' is not one of: inv_l2, log_l2, cosine"),
-    ("optim.warmup_ratio=1.2", "optim.warmup_ratio=1.2 must be a number in [0, 1)"),
-    ("+trainer.max_epoch=3", "trainer: unknown key 'max_epoch' (did you mean 'max_epochs'?)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("head.num_prototypes=5", "head.num_prototypes=5 must be a multiple of task sst2's 2 classes"),
+        ("loss.cohesion=-1", "loss.cohesion=-1 must be a number in [0, inf)"),
+        ("loss.cohsep_ratio=1.5", "loss.cohsep_ratio=1.5 must be a fraction in (0, 1)"),
+        ("head.similarity=dot", "head.similarity='dot' is not one of: inv_l2, log_l2, cosine"),
+        ("optim.warmup_ratio=1.2", "optim.warmup_ratio=1.2 must be a number in [0, 1)"),
+        ("+trainer.max_epoch=3", "trainer: unknown key 'max_epoch' (did you mean 'max_epochs'?)"),
+    ],
+)
 def test_bad_values_are_one_line_errors_naming_the_key(override, message, make_config):
     with pytest.raises(ConfigError) as err:
         train(make_config(*TINY, override))
@@ -103,9 +108,9 @@ def test_prototypes_start_on_training_examples_of_their_class(make_config):
     """train_embeddings init: each prototype equals the pooled embedding of a training example of its class."""
     from omegaconf import OmegaConf
 
+    from protolm.backbone import load_tokenizer
     from protolm.data.task import TaskSpec
     from protolm.train import build_datamodule, build_model, build_trainer
-    from protolm.backbone import load_tokenizer
 
     cfg = make_config(*TINY, "head.num_prototypes=6", "trainer.max_steps=0", "data.max_train_samples=200")
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task))

@@ -4,6 +4,7 @@ Pipeline: read each split (local file, else the hub) -> carve seeded slices (e.g
 validation slice of train) -> subsample (data.max_*_samples) -> labels to indices ->
 tokenize once -> batches padded to their own longest sequence.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,10 +42,17 @@ class Split:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, indices: list[int], name: str | None = None, origin: str | None = None) -> "Split":
+    def subset(self, indices: list[int], name: str | None = None, origin: str | None = None) -> Split:
         pick = lambda xs: [xs[i] for i in indices] if xs is not None else None  # noqa: E731
-        return Split(name or self.name, origin or self.origin, pick(self.texts), pick(self.pairs),
-                     pick(self.labels), pick(self.rows), pick(self.encodings) if self.encodings else [])
+        return Split(
+            name or self.name,
+            origin or self.origin,
+            pick(self.texts),
+            pick(self.pairs),
+            pick(self.labels),
+            pick(self.rows),
+            pick(self.encodings) if self.encodings else [],
+        )
 
 
 class EncodedDataset(Dataset):
@@ -75,8 +83,12 @@ class PadCollator:
                 continue
             pad = self.pad_token_id if key == "input_ids" else 0
             batch[key] = torch.tensor([e[key] + [pad] * (width - len(e[key])) for e in examples])
-        batch["attention_mask"] = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples])
-        batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=torch.float32 if self.regression else torch.long)
+        batch["attention_mask"] = torch.tensor(
+            [[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples]
+        )
+        batch["labels"] = torch.tensor(
+            [e["labels"] for e in examples], dtype=torch.float32 if self.regression else torch.long
+        )
         batch["index"] = torch.tensor([e["index"] for e in examples])
         return batch
 
@@ -167,7 +179,9 @@ class TaskDataModule(L.LightningDataModule):
         if hub is not None and name in hub.splits:
             reason = hub_unavailable_reason(self.hub, self.hub_timeout_s)
             if reason is None:
-                log.info("task %s: reading split %s from the hub (%s %s)", self.spec.name, name, hub.path, hub.name or "")
+                log.info(
+                    "task %s: reading split %s from the hub (%s %s)", self.spec.name, name, hub.path, hub.name or ""
+                )
                 return load_hub_split(hub, name), f"hub:{hub.path}/{hub.name or ''}[{hub.splits[name]}]"
             tried.append(f"hub {hub.path} {hub.name or ''} (not used: {reason})")
         what = f"split {name!r} of task {self.spec.name}"
@@ -189,7 +203,9 @@ class TaskDataModule(L.LightningDataModule):
                     present = sorted(k for k in record if k != "_row")
                     raise DataError(f"{where}: no text field {key!r} (fields present: {', '.join(present)})")
                 value = record[key]
-                fields.append(" ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else str(value)))
+                fields.append(
+                    " ".join(map(str, value)) if isinstance(value, list) else ("" if value is None else str(value))
+                )
             if spec.label_field not in record:
                 raise DataError(f"{where}: no label field {spec.label_field!r}")
             labels.append(self._label(record[spec.label_field], where))
@@ -241,11 +257,15 @@ class TaskDataModule(L.LightningDataModule):
                 source = self.splits[carve.from_split]
                 n = carve.size if carve.size is not None else max(1, round(carve.fraction * len(source)))
                 if n >= len(source):
-                    raise DataError(f"task.carve: cannot carve {n} examples out of the {len(source)} of {carve.from_split!r}")
+                    raise DataError(
+                        f"task.carve: cannot carve {n} examples out of the {len(source)} of {carve.from_split!r}"
+                    )
                 order = list(range(len(source)))
                 random.Random(f"{self.split_seed}:{carve.split}").shuffle(order)
                 taken, kept = sorted(order[:n]), sorted(order[n:])
-                self.splits[carve.split] = source.subset(taken, carve.split, f"{n} rows carved (seed {self.split_seed}) from {source.origin}")
+                self.splits[carve.split] = source.subset(
+                    taken, carve.split, f"{n} rows carved (seed {self.split_seed}) from {source.origin}"
+                )
                 self.splits[carve.from_split] = source.subset(kept)
         return {name: self.splits[name] for name in names}
 
@@ -275,12 +295,20 @@ class TaskDataModule(L.LightningDataModule):
                 full = tok(*sub, truncation=False, return_attention_mask=False)["input_ids"]
                 split.truncated = sum(len(ids) > self.max_length for ids in full)
         if split.truncated:
-            log.warning("%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
-                        self.spec.name, split.name, split.truncated, len(split), self.max_length)
+            log.warning(
+                "%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
+                self.spec.name,
+                split.name,
+                split.truncated,
+                len(split),
+                self.max_length,
+            )
         return split
 
     def setup(self, stage: str | None = None) -> None:
-        names = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"]}.get(stage or "fit", ["train", "val", "test"])
+        names = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"]}.get(
+            stage or "fit", ["train", "val", "test"]
+        )
         for role in names:
             self.role_split(role)
 
@@ -295,7 +323,9 @@ class TaskDataModule(L.LightningDataModule):
         return self.splits[key]
 
     # -------------------------------------------------------------- dataloaders
-    def dataloader(self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True) -> DataLoader:
+    def dataloader(
+        self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True
+    ) -> DataLoader:
         """Batches of ``role``'s split (or of ``indices`` into it), sharded across processes unless ``shard=False``."""
         split = self.role_split(role)
         if indices is not None:
@@ -303,16 +333,28 @@ class TaskDataModule(L.LightningDataModule):
         world, rank = process_world() if shard else (1, 0)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         sampler = LengthGroupedSampler(
-            [len(e["input_ids"]) for e in split.encodings], batch_size, shuffle=shuffle,
-            group_by_length=self.length_grouping, seed=self.seed, num_replicas=world, rank=rank,
+            [len(e["input_ids"]) for e in split.encodings],
+            batch_size,
+            shuffle=shuffle,
+            group_by_length=self.length_grouping,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
         )
         pad_to = None if self.dynamic_padding else self.max_length
         collate = PadCollator(self.tokenizer.pad_token_id, self.spec.is_regression, pad_to)
         loader_class, extra = DataLoader, {}
         if shuffle and indices is None:
             loader_class, extra = ResumableDataLoader, {"datamodule": self}
-        return loader_class(EncodedDataset(split, indices), sampler=sampler, batch_size=batch_size, collate_fn=collate,
-                            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **extra)
+        return loader_class(
+            EncodedDataset(split, indices),
+            sampler=sampler,
+            batch_size=batch_size,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            **extra,
+        )
 
     # ----------------------------------------------------------- exact resumption
     def train_progress(self) -> dict:
@@ -322,7 +364,10 @@ class TaskDataModule(L.LightningDataModule):
             return {"epoch": 0, "completed": 0}
         # "processed": a checkpoint written at the end of a batch (every N steps, SIGTERM) comes
         # after that batch's optimizer step but before Lightning counts it "completed".
-        return {"epoch": trainer.current_epoch, "completed": trainer.fit_loop.epoch_loop.batch_progress.current.processed}
+        return {
+            "epoch": trainer.current_epoch,
+            "completed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        }
 
     def resume_train_order(self, state: dict) -> None:
         """Resume the training order mid-epoch (an epoch-end state needs nothing)."""

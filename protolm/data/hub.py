@@ -4,6 +4,7 @@ Offline machines must get a clear error quickly, not a hang inside ``load_datase
 is used only when it is allowed (``data.hub``), not disabled by HF_HUB_OFFLINE /
 HF_DATASETS_OFFLINE, and answers a TCP connection within ``data.hub_timeout_s`` seconds.
 """
+
 from __future__ import annotations
 
 import os

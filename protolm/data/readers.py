@@ -4,6 +4,7 @@ Each reader returns a list of records (dicts of field -> value), each with a ``_
 saying where it came from (line number, id or archive member), so that errors and prototype
 explanations can point back at the source.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,7 +29,7 @@ def decode_file(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DataError(
-            f"{path}: line {line}: bytes {data[err.start:err.end]!r} are not valid {encoding} "
+            f"{path}: line {line}: bytes {data[err.start : err.end]!r} are not valid {encoding} "
             f"(set task.local.encoding, e.g. latin-1, or re-encode the file as UTF-8)"
         ) from None
 
@@ -60,8 +61,7 @@ def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> list[dict]:
                 row = [v for i, v in enumerate(row) if i not in drop]
         if len(row) != len(header):
             raise DataError(
-                f"{path}: line {line}: {len(row)} fields where the header has {len(header)} "
-                f"({', '.join(header)})"
+                f"{path}: line {line}: {len(row)} fields where the header has {len(header)} ({', '.join(header)})"
             )
         record = dict(zip(header, row))
         record["_row"] = line
@@ -109,7 +109,7 @@ def read_fasttext(path: Path, local: LocalSpec) -> list[dict]:
         head, _, rest = text.partition("\t") if "\t" in text else text.partition(" ")
         if not head.startswith("__label__"):
             raise DataError(f"{path}: line {line}: expected '__label__<label> <text>', got {text[:60]!r}")
-        records.append({"label": head[len("__label__"):], "text": rest.strip(), "_row": line})
+        records.append({"label": head[len("__label__") :], "text": rest.strip(), "_row": line})
     return records
 
 

@@ -2,6 +2,7 @@
 examples of similar length into the same batch (so dynamic padding pads little), and sharded
 across processes.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,7 +71,8 @@ class LengthGroupedSampler(Sampler[int]):
         elif self.group_by_length:
             mega = self.batch_size * self.mega_batches
             order = [
-                i for start in range(0, len(order), mega)
+                i
+                for start in range(0, len(order), mega)
                 for i in sorted(order[start : start + mega], key=lambda i: -self.lengths[i])
             ]
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]

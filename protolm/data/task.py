@@ -4,6 +4,7 @@ A task names its local files (relative to ``data.data_dir``), the Hugging Face d
 when they are absent, its text and label fields, its labels, and which split selects
 checkpoints (``select_on``) and which one the results report (``report_on``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ class SplitSource:
     exclude_ids: str | None = None
 
     @classmethod
-    def parse(cls, where: str, value: Any) -> "SplitSource | None":
+    def parse(cls, where: str, value: Any) -> SplitSource | None:
         if value is None:
             return None
         if isinstance(value, str):
@@ -61,7 +62,7 @@ class LocalSpec:
     SPLITS = ("train", "validation", "test")
 
     @classmethod
-    def parse(cls, where: str, value: dict) -> "LocalSpec":
+    def parse(cls, where: str, value: dict) -> LocalSpec:
         check_keys(where, value, cls.__dataclass_fields__)
         spec = cls(**value)
         check_choice(f"{where}.format", spec.format, FORMATS)
@@ -83,7 +84,7 @@ class HubSpec:
     rename: dict[str, str] = field(default_factory=dict)  # hub column -> the task's field name
 
     @classmethod
-    def parse(cls, where: str, value: dict | None) -> "HubSpec | None":
+    def parse(cls, where: str, value: dict | None) -> HubSpec | None:
         if value is None:
             return None
         check_keys(where, value, cls.__dataclass_fields__)
@@ -105,12 +106,14 @@ class CarveSpec:
     size: int | None = None
 
     @classmethod
-    def parse(cls, where: str, value: dict) -> "CarveSpec":
+    def parse(cls, where: str, value: dict) -> CarveSpec:
         value = dict(value)
         check_keys(where, value, ("split", "from", "fraction", "size"))
         if "split" not in value or "from" not in value:
             raise ConfigError(f"{where}: needs 'split' (new split name) and 'from' (source split)")
-        spec = cls(split=value["split"], from_split=value["from"], fraction=value.get("fraction"), size=value.get("size"))
+        spec = cls(
+            split=value["split"], from_split=value["from"], fraction=value.get("fraction"), size=value.get("size")
+        )
         if (spec.fraction is None) == (spec.size is None):
             raise ConfigError(f"{where}: give exactly one of 'fraction' (0 < f < 1) or 'size' (>= 1)")
         if spec.fraction is not None and not 0 < spec.fraction < 1:
@@ -158,7 +161,7 @@ class TaskSpec:
         return self.hub is not None and split in self.hub.splits
 
     @classmethod
-    def from_config(cls, value: dict) -> "TaskSpec":
+    def from_config(cls, value: dict) -> TaskSpec:
         where = f"task {value.get('name', '?')}"
         check_keys(where, value, cls.__dataclass_fields__)
         missing = [k for k in cls.REQUIRED if k not in value]
