@@ -1,27 +1,351 @@
-"""Config resolvers and the checks that turn a bad value into a one-line error naming the key."""
+"""Typed configuration: one dataclass per config section, each default and each check once.
+
+The dataclasses are registered with Hydra's ConfigStore as schemas (``conf/config.yaml`` and the
+group files extend them), so a composed config carries their types and defaults, and a key that
+no section defines is refused at composition. Range and choice checks run in ``__post_init__``,
+i.e. whenever a section becomes an object (:func:`section`), and name the key and what it allows.
+Checks that need the task (prototypes per class, K) live in :func:`prototype_count` and
+:meth:`LossConfig.k_for`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from protolm.data.hub import HUB_MODES
-from protolm.data.task import TaskSpec
-from protolm.errors import ConfigError, check_choice, check_keys
-from protolm.head import SIMILARITIES
-from protolm.losses import resolve_k
+from protolm.errors import ConfigError, check_choice, check_keys, check_number
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
-HEADS = ("prototype", "linear")
+
+SIMILARITIES = ("inv_l2", "log_l2", "cosine")
 PROTOTYPE_INITS = ("train_embeddings", "random")
 SCHEDULERS = ("linear", "cosine", "constant")
-DEFAULT_PROTOTYPES_PER_CLASS = 10
+POOLINGS = ("cls", "mean")
+PROJECTION_MODES = ("link", "replace")
+HUB_MODES = ("auto", "never")
+PROGRESS_BARS = ("rich", "tqdm", "none")
 
 
+# ------------------------------------------------------------------------------ sections
+@dataclass
+class PackagedConfig:
+    """A pip package that carries a backbone's weights offline (used when installed)."""
+
+    module: str = MISSING
+    provides: str = MISSING  # the hub id it stands for: used only while backbone.pretrained is that id
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    pretrained: str = MISSING  # a hub id or a local directory
+    packaged: PackagedConfig | None = None
+    tokenizer: str | None = None  # null: the tokenizer saved with the model
+    random_init: bool = False  # the architecture from its config with fresh weights (test backbones)
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    pooling: str = "cls"  # how the linear baseline pools: cls (first token) | mean
+    lr: float = 2.0e-5  # this backbone's default optim.backbone_lr
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
+    compile: bool = False  # torch.compile the encoder (same results, faster steps once compiled)
+
+    def __post_init__(self):
+        check_choice("backbone.pooling", self.pooling, POOLINGS)
+        check_number("backbone.lr", self.lr, low=0)
+
+
+@dataclass
+class PrototypeHeadConfig:
+    """proto-lm's head: attention pooling -> similarity to P prototypes -> linear P -> C."""
+
+    name: str = "prototype"
+    num_prototypes: int | None = None  # P, a multiple of the class count C; null: prototypes_per_class x C
+    prototypes_per_class: int = 10
+    similarity: str = "inv_l2"  # inv_l2 (paper): 1/(d+eps) | log_l2 (ProtoPNet) | cosine
+    eps: float = 1.0e-4  # keeps similarities finite when an embedding sits on a prototype
+    prototype_init: str = "train_embeddings"  # pooled embeddings of training examples | random: N(0, init_std^2)
+    init_std: float = 1.0
+    attention_dim: int | None = None  # width of the word-attention projection W; null: the hidden size
+    incorrect_class_weight: float = -0.5  # last-layer init from a prototype to the other classes (own: +1)
+
+    def __post_init__(self):
+        check_number("head.num_prototypes", self.num_prototypes, low=1, integer=True, allow_none=True)
+        check_number("head.prototypes_per_class", self.prototypes_per_class, low=1, integer=True)
+        check_choice("head.similarity", self.similarity, SIMILARITIES)
+        check_choice("head.prototype_init", self.prototype_init, PROTOTYPE_INITS)
+        check_number("head.eps", self.eps, low=0, low_open=True)
+        check_number("head.init_std", self.init_std, low=0, low_open=True)
+        check_number("head.attention_dim", self.attention_dim, low=1, integer=True, allow_none=True)
+
+
+@dataclass
+class LinearHeadConfig:
+    """The fine-tuning baseline: pool (backbone.pooling), dense + tanh, linear."""
+
+    name: str = "linear"
+    dropout: float = 0.1
+
+    def __post_init__(self):
+        check_number("head.dropout", self.dropout, low=0, high=1, high_open=True)
+
+
+HEADS = {"prototype": PrototypeHeadConfig, "linear": LinearHeadConfig}
+
+
+@dataclass
+class LossConfig:
+    """L = task * (cross-entropy, or MSE for a regression) + cohesion * L_coh + separation * L_sep.
+
+    K, the number of prototypes cohesion and separation act on per example, is either a count
+    (``k``) or a fraction of the prototypes per class (``k_fraction``, used when ``k`` is null).
+    """
+
+    task: float = 0.5
+    cohesion: float = 0.25
+    separation: float = 0.25
+    k: int | None = None  # K as a count (1 <= K <= P/C); null: from k_fraction
+    k_fraction: float = 0.5  # K = max(1, floor(k_fraction x P/C)), k_fraction in (0, 1]
+    reference_signs: bool = False  # true: the reference code's inverted signs (for comparison only)
+
+    def __post_init__(self):
+        for key in ("task", "cohesion", "separation"):
+            check_number(f"loss.{key}", getattr(self, key), low=0)
+        check_number("loss.k", self.k, low=1, integer=True, allow_none=True)
+        check_number("loss.k_fraction", self.k_fraction, low=0, high=1, low_open=True)
+
+    def k_for(self, prototypes_per_class: int) -> int:
+        """K for a head with this many prototypes per class."""
+        if self.k is None:
+            return max(1, int(self.k_fraction * prototypes_per_class))
+        if self.k > prototypes_per_class:
+            raise ConfigError(f"loss.k={self.k} must be at most the {prototypes_per_class} prototypes per class")
+        return self.k
+
+
+@dataclass
+class OptimConfig:
+    backbone_lr: float = "${backbone.lr}"  # type: ignore[assignment]  (an interpolation until resolved)
+    head_lr: float = 3.0e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # linear warm-up over this fraction of the steps, then the decay
+    scheduler: str = "linear"  # linear | cosine | constant (after warm-up)
+    adam_eps: float = 1.0e-8
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    freeze_backbone: bool = False  # train the head only
+    freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers
+
+    def __post_init__(self):
+        if not str(self.backbone_lr).startswith("${"):  # the schema's own default, resolved later
+            check_number("optim.backbone_lr", self.backbone_lr, low=0)
+        check_number("optim.head_lr", self.head_lr, low=0, low_open=True)
+        check_number("optim.weight_decay", self.weight_decay, low=0)
+        check_number("optim.warmup_ratio", self.warmup_ratio, low=0, high=1, high_open=True)
+        check_number("optim.adam_eps", self.adam_eps, low=0, low_open=True)
+        check_number("optim.freeze_layers", self.freeze_layers, low=0, integer=True)
+        check_choice("optim.scheduler", self.scheduler, SCHEDULERS)
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas={list(self.betas)} must be two numbers in [0, 1)")
+        for beta in self.betas:
+            check_number("optim.betas", beta, low=0, high=1, high_open=True)
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = "${protolm_data_dir:}"  # PROTOLM_DATA_DIR, else ../shared/data beside the repository
+    max_length: int = 128
+    batch_size: int = 32
+    eval_batch_size: int | None = None  # null: 2 x batch_size
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None  # caps both the selection (val) and the reported (test) split
+    num_workers: int = 0
+    split_seed: int = 0  # seeds carved validation slices and subsets; fixed across run seeds
+    length_grouping: bool = True  # batch examples of similar length together
+    dynamic_padding: bool = True  # pad each batch to its longest sequence (false: to max_length)
+    hub: str = "auto"  # auto: the Hugging Face hub for missing local splits when reachable | never
+    hub_timeout_s: float = 5.0  # how long to wait for the hub to answer before using local files only
+
+    def __post_init__(self):
+        check_number("data.max_length", self.max_length, low=2, integer=True)
+        check_number("data.batch_size", self.batch_size, low=1, integer=True)
+        check_number("data.eval_batch_size", self.eval_batch_size, low=1, integer=True, allow_none=True)
+        check_number("data.max_train_samples", self.max_train_samples, low=1, integer=True, allow_none=True)
+        check_number("data.max_eval_samples", self.max_eval_samples, low=1, integer=True, allow_none=True)
+        check_number("data.num_workers", self.num_workers, low=0, integer=True)
+        check_number("data.hub_timeout_s", self.hub_timeout_s, low=0, low_open=True)
+        check_choice("data.hub", self.hub, HUB_MODES)
+
+    @property
+    def eval_batch(self) -> int:
+        return self.eval_batch_size or 2 * self.batch_size
+
+
+@dataclass
+class ProjectConfig:
+    """Tie prototypes to real training examples of their class (prototype head only)."""
+
+    at_end: bool = True  # after training, on the selected checkpoint
+    mode: str = "replace"  # replace: move each prototype onto its nearest example | link: only record them
+    top_k: int = 5  # nearest examples stored per prototype
+    every_n_epochs: int = 0  # also project at the end of every N-th training epoch (0: never)
+    last_layer_epochs: int = 0  # after a replace, train only the last layer for N epochs
+    report_unprojected: bool = True  # also test the model before projection ("unprojected/test/*")
+
+    def __post_init__(self):
+        check_choice("project.mode", self.mode, PROJECTION_MODES)
+        check_number("project.top_k", self.top_k, low=1, integer=True)
+        check_number("project.every_n_epochs", self.every_n_epochs, low=0, integer=True)
+        check_number("project.last_layer_epochs", self.last_layer_epochs, low=0, integer=True)
+
+
+@dataclass
+class HealthConfig:
+    """Prototype health: usage, dead prototypes, duplicates, class purity, a 2-D map."""
+
+    at_end: bool = True  # after training (health.json, prototypes_pca.png in the run directory)
+    k: int = 10  # purity: share of the k nearest training examples in the prototype's class
+    usage_split: str = "train"  # examples over which usage (nearest / top contributor) is counted
+    duplicate_cosine: float = 0.999  # prototypes this cosine-similar are near-identical
+    plot: bool = True  # prototypes_pca.png
+    plot_max_examples: int = 2000
+
+    def __post_init__(self):
+        check_number("health.k", self.k, low=1, integer=True)
+        check_number("health.duplicate_cosine", self.duplicate_cosine, low=-1, high=1)
+        check_number("health.plot_max_examples", self.plot_max_examples, low=1, integer=True)
+
+
+@dataclass
+class PruneConfig:
+    """Remove prototypes whose purity is below min_purity (every class keeps its purest one)."""
+
+    enabled: bool = False
+    k: int = 10  # purity over the k nearest training examples
+    min_purity: float = 0.5
+
+    def __post_init__(self):
+        check_number("prune.k", self.k, low=1, integer=True)
+        check_number("prune.min_purity", self.min_purity, low=0, high=1)
+
+
+@dataclass
+class CheckpointConfig:
+    save_top_k: int = 1  # best checkpoints kept on the selection metric
+    save_last: bool = True  # last.ckpt at every epoch end
+    every_n_train_steps: int | None = None  # also save last.ckpt every N optimizer steps (long epochs)
+    save_on_sigterm: bool = True  # a cluster's SIGTERM before preemption saves last.ckpt, then exits
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    patience: int = 3
+
+
+@dataclass
+class CallbacksConfig:
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    progress_bar: str = "rich"  # rich | tqdm | none
+
+    def __post_init__(self):
+        check_choice("callbacks.progress_bar", self.progress_bar, PROGRESS_BARS)
+        check_number("callbacks.checkpoint.save_top_k", self.checkpoint.save_top_k, low=-1, integer=True)
+        check_number(
+            "callbacks.checkpoint.every_n_train_steps",
+            self.checkpoint.every_n_train_steps,
+            low=1,
+            integer=True,
+            allow_none=True,
+        )
+        check_number("callbacks.early_stopping.patience", self.early_stopping.patience, low=1, integer=True)
+
+
+@dataclass
+class RunConfig:
+    """The schema of ``conf/config.yaml``: what ``python run.py`` accepts."""
+
+    seed: int = 42
+    ckpt_path: str | None = None  # resume: a .ckpt, a run directory, or `last` (newest run with the same overrides)
+    overwrite: bool = False  # allow writing into a run directory that already holds results/checkpoints
+    traceback: bool = False  # print full tracebacks on errors (also PROTOLM_DEBUG=1)
+    optimized_metric: str | None = None  # the results.json metric returned to a sweeper (null: the selection one)
+    task: Any = MISSING  # a task YAML: checked by protolm.data.task.TaskSpec
+    backbone: BackboneConfig = MISSING
+    head: Any = MISSING  # PrototypeHeadConfig or LinearHeadConfig (conf/head/*.yaml)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    project: ProjectConfig = field(default_factory=ProjectConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)  # lightning.pytorch.Trainer arguments (checked by name)
+    logger: Any = None
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
+    paths: Any = MISSING
+
+
+def register_schemas() -> None:
+    """Make the schemas available to ``defaults`` lists (``conf/config.yaml``, ``conf/head/*.yaml``)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    for name, schema in HEADS.items():
+        store.store(group="head", name=f"{name}_schema", node=schema)
+
+
+# ----------------------------------------------------------------------------- reading
+def section(node, schema: type):
+    """A config section (DictConfig or dict) as its dataclass, checked; unknown keys are refused."""
+    values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    names = {f.name for f in dataclasses.fields(schema)}
+    check_keys(schema.__name__, values, names)
+    hints = typing.get_type_hints(schema)
+    for key, value in values.items():
+        nested = next((t for t in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(t)), None)
+        if nested is not None and isinstance(value, dict):
+            values[key] = section(value, nested)
+    return schema(**values)
+
+
+def head_section(node) -> PrototypeHeadConfig | LinearHeadConfig:
+    name = node["name"]
+    check_choice("head.name", name, HEADS)
+    return section(node, HEADS[name])
+
+
+def prototype_count(head: PrototypeHeadConfig, task_name: str, num_classes: int) -> int:
+    """P for this task: head.num_prototypes, else prototypes_per_class x C; a multiple of C."""
+    count = head.num_prototypes if head.num_prototypes is not None else head.prototypes_per_class * num_classes
+    if count % num_classes or count < num_classes:
+        lower = max(num_classes, count // num_classes * num_classes)
+        raise ConfigError(
+            f"head.num_prototypes={count} must be a multiple of task {task_name}'s "
+            f"{num_classes} class{'es' if num_classes > 1 else ''} (e.g. {lower} or {lower + num_classes})"
+        )
+    return count
+
+
+def check_trainer_keys(trainer: dict) -> None:
+    """``trainer.*`` passes to Lightning's Trainer: every name must be one of its arguments."""
+    from lightning.pytorch import Trainer
+
+    valid = set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger", "plugins"}
+    check_keys("trainer", list(trainer), valid)
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+# ----------------------------------------------------------------------------- resolvers
 def default_data_dir() -> str:
     """PROTOLM_DATA_DIR, else ``../shared/data`` beside the repository."""
     return os.environ.get("PROTOLM_DATA_DIR") or str((REPO_ROOT.parent / "shared" / "data").resolve())
@@ -44,94 +368,14 @@ def sweep_group() -> str | None:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("protolm_sweep_group"):
-        OmegaConf.register_new_resolver("protolm_sweep_group", sweep_group)
-    if not OmegaConf.has_resolver("protolm_data_dir"):
-        OmegaConf.register_new_resolver("protolm_data_dir", default_data_dir)
-    if not OmegaConf.has_resolver("protolm_mkdir"):
-        OmegaConf.register_new_resolver("protolm_mkdir", make_dir)
+    for name, function in (
+        ("protolm_sweep_group", sweep_group),
+        ("protolm_data_dir", default_data_dir),
+        ("protolm_mkdir", make_dir),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
 
 
 register_resolvers()
-
-
-def _number(key: str, value, low=None, high=None, integer=False, low_open=False, high_open=False, allow_none=False):
-    """Check ``value`` is a number in the range; the error names the key and the range."""
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "-inf" if low is None else str(low)
-        hi = "inf" if high is None else str(high)
-        kind = "a whole number" if integer else "a number"
-        span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ConfigError(f"{key}={value!r} must be {kind} in {span}" + (" or null" if allow_none else ""))
-
-
-def fill_num_prototypes(cfg: DictConfig, task: TaskSpec) -> None:
-    """``head.num_prototypes: null`` means ``head.prototypes_per_class`` per class; resolved once the task is known."""
-    if cfg.head.name == "prototype" and cfg.head.num_prototypes is None:
-        per_class = cfg.head.get("prototypes_per_class", DEFAULT_PROTOTYPES_PER_CLASS)
-        _number("head.prototypes_per_class", per_class, low=1, integer=True)
-        cfg.head.num_prototypes = int(per_class) * task.num_classes
-
-
-def validate(cfg: DictConfig, task: TaskSpec) -> None:
-    """Check every research and data knob before anything expensive starts (fills head.num_prototypes)."""
-    head, loss, optim, data = cfg.head, cfg.loss, cfg.optim, cfg.data
-    check_choice("head", head.name, HEADS)
-    if head.name == "prototype":
-        c = task.num_classes
-        fill_num_prototypes(cfg, task)
-        _number("head.num_prototypes", head.num_prototypes, low=1, integer=True)
-        if head.num_prototypes % c or head.num_prototypes < c:
-            lower = max(c, head.num_prototypes // c * c)
-            raise ConfigError(
-                f"head.num_prototypes={head.num_prototypes} must be a multiple of task {task.name}'s "
-                f"{c} class{'es' if c > 1 else ''} (e.g. {lower} or {lower + c})"
-            )
-        check_choice("head.similarity", head.similarity, SIMILARITIES)
-        check_choice("head.prototype_init", head.prototype_init, PROTOTYPE_INITS)
-        _number("head.eps", head.eps, low=0, low_open=True)
-        _number("head.init_std", head.init_std, low=0, low_open=True)
-        try:
-            resolve_k(loss.cohsep_ratio, head.num_prototypes // c)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    for key in ("ce", "cohesion", "separation"):
-        _number(f"loss.{key}", loss[key], low=0)
-    if loss.ce + (loss.cohesion + loss.separation if head.name == "prototype" else 0) <= 0:
-        raise ConfigError("loss.ce, loss.cohesion and loss.separation are all 0: nothing to train")
-    _number("optim.backbone_lr", optim.backbone_lr, low=0)
-    _number("optim.head_lr", optim.head_lr, low=0, low_open=True)
-    _number("optim.weight_decay", optim.weight_decay, low=0)
-    _number("optim.warmup_ratio", optim.warmup_ratio, low=0, high=1, high_open=True)
-    _number("optim.freeze_layers", optim.freeze_layers, low=0, integer=True)
-    check_choice("optim.scheduler", optim.scheduler, SCHEDULERS)
-    _number("data.max_length", data.max_length, low=2, integer=True)
-    _number("data.batch_size", data.batch_size, low=1, integer=True)
-    _number("data.eval_batch_size", data.eval_batch_size, low=1, integer=True, allow_none=True)
-    _number("data.max_train_samples", data.max_train_samples, low=1, integer=True, allow_none=True)
-    _number("data.max_eval_samples", data.max_eval_samples, low=1, integer=True, allow_none=True)
-    _number("data.num_workers", data.num_workers, low=0, integer=True)
-    check_choice("data.hub", data.hub, HUB_MODES)
-    if task.metric == "f1" and task.num_classes != 2:
-        raise ConfigError(f"task.metric=f1 needs two classes; task {task.name} has {task.num_classes} (use f1_macro)")
-    _check_trainer_keys(cfg.trainer)
-
-
-def _check_trainer_keys(trainer_cfg: DictConfig) -> None:
-    from lightning.pytorch import Trainer
-
-    valid = set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger", "plugins"}
-    check_keys("trainer", [k for k in trainer_cfg if k != "_target_"], valid)
-
-
-def to_container(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+register_schemas()

@@ -1,4 +1,4 @@
-"""User-facing errors: one clear message, no traceback (unless PROTOLM_DEBUG=1 or debug=true)."""
+"""User-facing errors: one clear message, no traceback (unless PROTOLM_DEBUG=1 or traceback=true)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,22 @@ def check_choice(key: str, value, choices: Iterable) -> None:
     choices = list(choices)
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def check_number(key: str, value, low=None, high=None, integer=False, low_open=False, high_open=False, allow_none=False):
+    """``value`` is a number in the range, else a one-line error naming the key and the range."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        kind = "a whole number" if integer else "a number"
+        span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ConfigError(f"{key}={value!r} must be {kind} in {span}" + (" or null" if allow_none else ""))

@@ -1,15 +1,12 @@
-"""Shared fixtures: compose configs exactly as run.py does, on a temporary run directory."""
+"""Fixtures shared by the tests; the helpers they use live in tests/support.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-# Tests never reach the network: the packaged MiniLM and ../shared/data are all they use.
+# Tests never reach the network: the packaged MiniLM and the task data directory are all they use.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -17,78 +14,25 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
-TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
-BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
-
-# Fast plumbing runs: the random tiny BERT, a handful of examples, no progress bar.
-TINY = [
-    "backbone=tiny",
-    "data.max_train_samples=48",
-    "data.max_eval_samples=32",
-    "data.batch_size=16",
-    "data.max_length=48",
-    "trainer.enable_progress_bar=false",
-    "trainer.accelerator=cpu",
-    "logger=none",
-]
+from tests.support import CONF, TINY, compose_config, has_task_data  # noqa: E402 - after the offline settings
 
 
-def compose_config(run_dir: Path, overrides: list[str]):
-    """The config run.py would receive for these overrides, writing into ``run_dir``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import protolm.config  # noqa: F401  (resolvers)
-
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-        cfg.hydra.job.num = 0
-        HydraConfig.instance().set_config(cfg)
-        cfg.paths.output_dir = str(run_dir)
-        cfg.paths.log_dir = str(run_dir.parent)
-        del cfg["hydra"]
-    return cfg
-
-
-def pytest_configure(config):
-    from protolm.config import default_data_dir
-
-    data = Path(default_data_dir())
-    if not (data / "sst2").is_dir():
-        pytest.exit(
-            f"task data not found at {data}: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...", returncode=4
-        )
+def pytest_collection_modifyitems(config, items):
+    """Tests that train or read task files need the data: without it they skip, saying why."""
+    if has_task_data():
+        return
+    skip = pytest.mark.skip(reason="task data not found: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...")
+    for item in items:
+        if "no_data" not in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture
 def make_config(tmp_path):
-    def make(*overrides: str, run_dir: Path | None = None):
+    def make(*overrides: str, run_dir=None):
         return compose_config(run_dir or tmp_path / "run", list(overrides))
 
     return make
-
-
-def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command-line entry point (run.py, explain.py, ...) as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    """A failed command: non-zero exit, no traceback, and every fragment in its message."""
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output
-    assert "Traceback" not in output, output
-    for fragment in fragments:
-        assert fragment in output, output
 
 
 @pytest.fixture(scope="session")
@@ -101,22 +45,13 @@ def minilm_tokenizer():
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tmp_path_factory):
     """One trained tiny prototype model (sst2, projected by replacement, health checked), shared by tests."""
     from protolm.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
-    cfg = compose_config(
-        run,
-        TINY
-        + [
-            "head.num_prototypes=8",
-            "trainer.max_epochs=2",
-            "data.max_train_samples=160",
-            "health.plot_max_examples=100",
-        ],
-    )
-    train(cfg)
+    overrides = ["head.num_prototypes=8", "trainer.max_epochs=2", "data.max_train_samples=160", "health.plot_max_examples=100"]
+    train(compose_config(run, TINY + overrides))
     return run
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY, assert_clean_failure, run_cli
+from tests.support import REPO, TINY, assert_clean_failure, run_cli
 
 from protolm.checkpoint import load
 from protolm.errors import CheckpointError

@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import run_cli
+from tests.support import run_cli
 
 
 def test_head_benchmark_checks_both_implementations_agree(tmp_path):

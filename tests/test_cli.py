@@ -1,7 +1,7 @@
 """The command line as users meet it: run.py's errors are one clear message, never a bare traceback."""
 
 import pytest
-from conftest import BACKBONES, TASKS, assert_clean_failure, run_cli
+from tests.support import BACKBONES, TASKS, assert_clean_failure, run_cli
 from omegaconf import OmegaConf
 
 HUB_IDS = {

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONF, TASKS
+from tests.support import CONF, TASKS
 
 from protolm.config import default_data_dir
 from protolm.data.datamodule import TaskDataModule

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from tests.support import run_cli
 
 from protolm.errors import CheckpointError, DataError
 from protolm.explain import explain, require_projection

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_cli
+from tests.support import run_cli
 from omegaconf import OmegaConf
 from torch import nn
 

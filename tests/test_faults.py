@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY
+from tests.support import REPO, TINY
 
 # Deterministic CPU training, long enough to be killed mid-way (8 epochs x 10 steps), saving
 # last.ckpt every 3 steps as well as at every epoch end.

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import run_cli
+from tests.support import run_cli
 from omegaconf import OmegaConf
 
 from protolm.checkpoint import load

@@ -3,7 +3,7 @@ checkpointing, frozen lower layers."""
 
 import pytest
 import torch
-from conftest import TINY
+from tests.support import TINY
 from omegaconf import OmegaConf
 
 from protolm.backbone import load_tokenizer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BACKBONES, CONF, REPO, TASKS, TINY, run_cli
+from tests.support import BACKBONES, CONF, REPO, TASKS, TINY, run_cli
 
 FAST = TINY + [
     "trainer.max_epochs=1",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import TASKS, TINY
+from tests.support import TASKS, TINY
 
 from protolm.errors import ConfigError
 from protolm.train import train

@@ -137,7 +137,6 @@ class TaskSpec:
     carve: list[CarveSpec] = field(default_factory=list)
     select_on: str = "validation"
     report_on: str = "test"
-    description: str = ""
 
     REQUIRED = ("name", "text_fields", "label_field", "local")
 

@@ -1,0 +1,82 @@
+"""Helpers shared by the tests: compose configs exactly as run.py does, run the entry points as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
+
+# Fast plumbing runs: the random tiny BERT, a handful of examples, no progress bar.
+TINY = [
+    "backbone=tiny",
+    "data.max_train_samples=48",
+    "data.max_eval_samples=32",
+    "data.batch_size=16",
+    "data.max_length=48",
+    "trainer.enable_progress_bar=false",
+    "trainer.accelerator=cpu",
+    "logger=none",
+]
+
+
+def data_dir() -> Path:
+    from protolm.config import default_data_dir
+
+    return Path(default_data_dir())
+
+
+def has_task_data() -> bool:
+    return (data_dir() / "sst2").is_dir()
+
+
+# Tests that read the task files skip, with the reason, where the data is absent.
+needs_data = pytest.mark.skipif(
+    not has_task_data(),
+    reason="task data not found: set PROTOLM_DATA_DIR to the folder holding sst2/, rte/, ...",
+)
+
+
+def compose_config(run_dir: Path, overrides: list[str]):
+    """The config run.py would receive for these overrides, writing into ``run_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    import protolm.config  # noqa: F401  (resolvers and schemas)
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.num = 0
+        HydraConfig.instance().set_config(cfg)
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir.parent)
+        del cfg["hydra"]
+    return cfg
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command-line entry point (run.py, explain.py, ...) as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A failed command: non-zero exit, no traceback, and every fragment in its message."""
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
