@@ -1,23 +1,20 @@
 """Rebuild a trained model from a protolm checkpoint alone: no hub, no training config to repeat.
 
-Checkpoints are loaded with ``torch.load(weights_only=True)``: only tensors and plain Python
-values are unpickled, so an untrusted file cannot run code. What protolm stores under
-``checkpoint["protolm"]``: the resolved training config, the task (name, labels), the
-encoder's Hugging Face config, the tokenizer's files, the prototype classes and the projection
-record (nearest training examples of every prototype).
+What protolm stores under ``checkpoint["protolm"]``: the resolved training config, the task
+(name, labels), the encoder's Hugging Face config, the tokenizer's files, the prototype classes
+and the projection record (nearest training examples of every prototype). Reading and writing
+the files themselves (atomic, weights-only) is :mod:`protolm.checkpoint_io`'s.
 """
 
 from __future__ import annotations
 
-import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from protolm.checkpoint_io import AtomicCheckpointIO, read_checkpoint, tokenizer_from_files
 from protolm.errors import CheckpointError
-from protolm.runs import check_checkpoint_file
 
 
 @dataclass
@@ -28,45 +25,36 @@ class Loaded:
     path: Path
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path).expanduser()
-    check_checkpoint_file(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise CheckpointError(f"checkpoint {path} cannot be read safely ({str(err).splitlines()[0][:200]})") from None
-    if not isinstance(checkpoint, dict) or "protolm" not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(f"checkpoint {path} was not written by protolm (no 'protolm' record)")
-    return checkpoint
+def _build_model(meta: dict, config: dict):
+    """An untrained model of the checkpoint's architecture (``meta``: its protolm record; ``config``: its run's)."""
+    from protolm.assemble import build_model
+    from protolm.backbone import encoder_from_config
+    from protolm.config import read_settings
+
+    settings = read_settings(config, check_trainer=False)
+    encoder = encoder_from_config(meta["backbone_config"])
+    return build_model(settings, encoder=encoder, prototype_class=meta.get("prototype_class"))
 
 
-def tokenizer_from_files(files: dict[str, bytes]):
-    from transformers import AutoTokenizer
+def _check_format(path, meta: dict) -> None:
+    from protolm.model import CHECKPOINT_FORMAT
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, data in files.items():
-            (Path(tmp) / name).write_bytes(data)
-        return AutoTokenizer.from_pretrained(tmp)
+    found = meta.get("format")
+    if found != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path} has protolm checkpoint format {found}; this protolm reads format "
+            f"{CHECKPOINT_FORMAT} (its config keys changed): load it with the protolm version that wrote it, "
+            "or train again"
+        )
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     """The model (eval mode, on ``device``), its tokenizer and its training config."""
-    from protolm.backbone import encoder_from_config
-    from protolm.model import ProtoLM
-
     checkpoint = read_checkpoint(path)
     meta = checkpoint["protolm"]
+    _check_format(path, meta)
     config = meta["config"]
-    model = ProtoLM(
-        backbone=config["backbone"],
-        head=config["head"],
-        loss=config["loss"],
-        optim=config["optim"],
-        task=meta["task"],
-        seed=config.get("seed", 0),
-        encoder=encoder_from_config(meta["backbone_config"]),
-        prototype_class=meta.get("prototype_class"),
-    )
+    model = _build_model(meta, config)
     missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(
@@ -82,8 +70,6 @@ def save_model_checkpoint(model, path: str | Path) -> Path:
     """Write a weights-only protolm checkpoint of ``model`` (atomically), loadable by :func:`load`
     and by Lightning's ``ckpt_path`` for evaluation."""
     import lightning
-
-    from protolm.callbacks import AtomicCheckpointIO
 
     checkpoint = {
         "state_dict": model.state_dict(),

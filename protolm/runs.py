@@ -1,15 +1,13 @@
-"""Run directories: where a run writes, how ``ckpt_path`` resumes one, what a checkpoint carries."""
+"""Run directories: where a run writes, and which run and checkpoint ``ckpt_path`` resumes."""
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig
 
-from protolm.errors import CheckpointError, ConfigError
+from protolm.errors import ConfigError
 
 LAST = "last.ckpt"
 
@@ -54,21 +52,6 @@ def find_previous_run(log_dir: Path, overrides: list[str], exclude: Path) -> Pat
     return max(candidates)[1] if candidates else None
 
 
-def check_checkpoint_file(path: Path) -> None:
-    """A clear error for a missing, truncated or foreign file before torch.load sees it."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(f"checkpoint {path} is not a PyTorch checkpoint (truncated or foreign file)")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({err})") from None
-    if bad is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt (member {bad} fails its checksum)")
-
-
 def resolve_resume(cfg: DictConfig) -> tuple[Path, str | None]:
     """(run directory to write into, checkpoint to resume from or None).
 
@@ -94,16 +77,12 @@ def resolve_resume(cfg: DictConfig) -> tuple[Path, str | None]:
             )
         (run_dir / "RESUMED_INTO").write_text(f"{found}\n")
         return found, str(found / "checkpoints" / LAST)
+    # Imported here: the Hydra callbacks import this module, and the checkpoint code brings in Lightning.
+    from protolm.checkpoint_io import check_checkpoint_file
+
     path = Path(str(wanted)).expanduser()
     if path.is_dir():
         path = path / "checkpoints" / LAST if (path / "checkpoints").is_dir() else path / LAST
     check_checkpoint_file(path)
     owner = path.parent.parent if path.parent.name == "checkpoints" else run_dir
     return owner, str(path)
-
-
-def tokenizer_files(tokenizer) -> dict[str, bytes]:
-    """The tokenizer's saved files, stored in every checkpoint so it loads without the hub."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from protolm.config import DataConfig
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
@@ -42,7 +43,8 @@ def jsonl_task(tmp_path, records, pair=False, **changes) -> dict:
 
 
 def load_train(cfg, tmp_path, tokenizer, max_length=32):
-    return TaskDataModule(cfg, tokenizer, tmp_path, max_length=max_length).load_splits(["train", "heldout"])
+    data = DataConfig(data_dir=str(tmp_path), max_length=max_length)
+    return TaskDataModule(cfg, tokenizer, data).load_splits(["train", "heldout"])
 
 
 @SETTINGS
@@ -50,7 +52,7 @@ def load_train(cfg, tmp_path, tokenizer, max_length=32):
 def test_any_text_loads_and_long_text_is_truncated_and_counted(texts, tmp_path_factory, minilm_tokenizer):
     tmp_path = tmp_path_factory.mktemp("d")
     cfg = jsonl_task(tmp_path, [{"a": t, "y": "pos" if i % 2 else "neg"} for i, t in enumerate(texts)])
-    dm = TaskDataModule(cfg, minilm_tokenizer, tmp_path, max_length=32)
+    dm = TaskDataModule(cfg, minilm_tokenizer, DataConfig(data_dir=str(tmp_path), max_length=32))
     split = dm.role_split("train")
     assert all(2 <= len(e["input_ids"]) <= 32 for e in split.encodings)
     full = [len(minilm_tokenizer(t)["input_ids"]) for t in split.texts]

@@ -3,14 +3,15 @@
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from tests.support import CONF, TASKS
 
-from protolm.config import default_data_dir
+from protolm.config import DataConfig, default_data_dir
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
+from tests.support import CONF, TASKS
 
 DATA = Path(default_data_dir())
 
@@ -45,13 +46,11 @@ def composed_task(name: str) -> dict:
         return OmegaConf.to_container(compose("config", overrides=[f"task={name}"]).task, resolve=True)
 
 
-def module(task, tokenizer, **kwargs) -> TaskDataModule:
+def module(task, tokenizer, data_dir=DATA, max_length=64, **data) -> TaskDataModule:
     return TaskDataModule(
         task if isinstance(task, (dict, TaskSpec)) else composed_task(task),
         tokenizer,
-        kwargs.pop("data_dir", DATA),
-        max_length=kwargs.pop("max_length", 64),
-        **kwargs,
+        DataConfig(data_dir=str(data_dir), max_length=max_length, **data),
     )
 
 
@@ -81,7 +80,7 @@ def test_task_loads_its_local_splits(name, minilm_tokenizer):
     for split in ("train", "validation"):
         if "devsplit" in name and split in raw:
             assert set(raw["train"].rows).isdisjoint(raw["validation"].rows)
-    if name in ("qnli", "mnli"):  # train is not on this disk and the hub is off in tests
+    if name in ("qnli", "mnli"):  # train is not in the data directory and the hub is off in tests
         with pytest.raises(DataError, match=rf"{name}/train\.\w+.*HF_HUB_OFFLINE.*data\.data_dir"):
             dm.role_split("train")
 
@@ -162,6 +161,30 @@ def test_lightning_sets_the_epoch_on_our_sampler(minilm_tokenizer):
     first = [b["index"].tolist() for b in loader]
     _set_sampler_epoch(loader, 1)
     assert [b["index"].tolist() for b in loader] != first
+
+
+def test_a_restored_training_order_skips_the_batches_done_once(minilm_tokenizer):
+    """Mid-epoch resume: that epoch's seeded order without the batches already trained on, then whole epochs."""
+    dm = module("sst2", minilm_tokenizer, max_train_samples=64, batch_size=8)
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(2)
+    epoch_two = [b["index"].tolist() for b in loader]
+    loader.sampler.set_epoch(0)
+    loader.load_state_dict({"epoch": 2, "completed": 3})
+    assert [b["index"].tolist() for b in loader] == epoch_two[3:]
+    assert [b["index"].tolist() for b in loader] == epoch_two  # skipped once only (the sampler stays at epoch 2)
+    loader.load_state_dict({"epoch": 2, "completed": len(epoch_two)})  # an epoch-end state: nothing to skip
+    assert dm.train_order.take() is None
+
+
+def test_collator_pads_token_lists_with_or_without_labels():
+    from protolm.data.collate import PadCollator
+
+    plain = PadCollator(pad_token_id=0)([{"input_ids": [5, 6, 7]}, {"input_ids": [5]}])
+    assert plain["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]] and set(plain) == {"input_ids", "attention_mask"}
+    assert plain["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    labelled = PadCollator(pad_token_id=9, regression=True)([{"input_ids": [5], "labels": 1, "index": 4}])
+    assert labelled["labels"].dtype == torch.float32 and labelled["index"].tolist() == [4]
 
 
 def test_sampler_shards_are_disjoint_and_even():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from tests.support import REPO, TINY
 
 # Deterministic CPU training, long enough to be killed mid-way (8 epochs x 10 steps), saving
@@ -44,7 +45,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def outcome(run_dir: Path) -> tuple[dict, torch.Tensor]:
     results = json.loads((run_dir / "results.json").read_text())
-    prototypes = torch.load(results["best_checkpoint"], weights_only=True)["state_dict"]["head.prototypes"]
+    prototypes = torch.load(results["shipped_checkpoint"], weights_only=True)["state_dict"]["head.prototypes"]
     return results, prototypes
 
 

@@ -14,7 +14,6 @@ from functools import lru_cache
 from protolm.data.task import HubSpec
 
 HUB_HOST = "huggingface.co"
-HUB_MODES = ("auto", "never")
 
 
 def offline_by_env() -> bool:
@@ -23,6 +22,11 @@ def offline_by_env() -> bool:
 
 @lru_cache(maxsize=1)
 def hub_reachable(timeout_s: float) -> bool:
+    """Whether the hub answers within ``timeout_s`` (``data.hub_timeout_s``).
+
+    The answer is kept for the last timeout asked: callers that all pass ``data.hub_timeout_s``
+    (the data and the backbone loaders) probe the network once per process.
+    """
     if offline_by_env():
         return False
     try:
@@ -33,6 +37,7 @@ def hub_reachable(timeout_s: float) -> bool:
 
 
 def hub_unavailable_reason(mode: str, timeout_s: float) -> str | None:
+    """Why the hub may not be used under ``data.hub=mode`` (one of config.HUB_MODES), or None when it may."""
     if mode == "never":
         return "data.hub=never"
     if offline_by_env():

@@ -1,0 +1,171 @@
+"""Exact resumption: a run resumed from a checkpoint ends exactly where an uninterrupted one does.
+
+Three things make that so:
+
+* the random generators (dropout masks, the DataLoader's base seed) travel in every checkpoint:
+  :func:`rng_state` when saving, :func:`restore_rng_state` when fitting resumes;
+* the training order is seeded per epoch, so a checkpoint need only say how far into the epoch
+  it was: :class:`TrainOrder` keeps that, :class:`ResumableDataLoader` saves and applies it,
+  :class:`ResumeTrainingOrder` hands it over when Lightning would not;
+* an interrupted run saves first: :class:`SaveOnInterrupt` writes ``last.ckpt`` on SIGTERM or
+  Ctrl-C (after a SIGKILL the run resumes from its last periodic checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch.utils.data import DataLoader
+
+log = logging.getLogger(__name__)
+
+NO_PROGRESS = {"epoch": 0, "completed": 0}
+
+
+# --------------------------------------------------------------------------- generators
+def rng_state() -> dict:
+    """Random generator states as tensors and plain values (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype("int64")),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` saved (CUDA generators only onto as many devices as saved them)."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------ training order
+class TrainOrder:
+    """How far a data module's training order has gone, and where a resumed run picks it up.
+
+    Saved: (epoch, batches processed in it), read from the trainer's progress so that
+    prefetched batches do not count. Restored: held until the next training iterator starts,
+    which then runs that epoch's seeded, hence identical, order without the batches already
+    done. An epoch-end state needs nothing: Lightning starts the next epoch itself.
+    """
+
+    def __init__(self, datamodule):
+        self.datamodule = datamodule
+        self.pending: dict | None = None
+
+    def progress(self) -> dict:
+        """(epoch, batches processed in it): what a checkpoint saved now has trained on."""
+        trainer = getattr(self.datamodule, "trainer", None)
+        if trainer is None:
+            return dict(NO_PROGRESS)
+        # "processed": a checkpoint written at the end of a batch (every N steps, SIGTERM) comes
+        # after that batch's optimizer step but before Lightning counts it "completed".
+        return {
+            "epoch": trainer.current_epoch,
+            "completed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Resume mid-epoch at ``state`` (a :meth:`progress` from a checkpoint); an epoch-end state is ignored."""
+        loaded = "train" in self.datamodule.roles  # else counting the batches would load the split now
+        batches = len(self.datamodule.train_dataloader()) if loaded else None
+        if state.get("completed", 0) > 0 and (batches is None or state["completed"] < batches):
+            self.pending = dict(state)
+
+    def take(self) -> dict | None:
+        """The pending resume point, once: only the first iterator after a restore skips batches."""
+        state, self.pending = self.pending, None
+        return state
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader: it resumes mid-epoch exactly where a checkpoint left off.
+
+    Its ``state_dict`` (saved by Lightning with the loops) is its :class:`TrainOrder`'s progress;
+    Lightning's ``load_state_dict`` (or :class:`ResumeTrainingOrder`) restores it, and the next
+    iterator skips the batches already trained on.
+    """
+
+    def __init__(self, *args, train_order: TrainOrder | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_order = train_order
+
+    def state_dict(self) -> dict:
+        return self.train_order.progress() if self.train_order else dict(NO_PROGRESS)
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.train_order is not None:
+            self.train_order.restore(state)
+
+    def __iter__(self):
+        state = self.train_order.take() if self.train_order is not None else None
+        if state is None:
+            return super().__iter__()
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.skip_next(state["completed"])
+        # Creating an iterator draws a seed from the global generator; the uninterrupted run drew
+        # it at the start of this epoch, before the generator state the checkpoint restored.
+        rng = torch.get_rng_state()
+        iterator = super().__iter__()
+        torch.set_rng_state(rng)
+        return iterator
+
+
+# ----------------------------------------------------------------------------- callbacks
+class ResumeTrainingOrder(Callback):
+    """Hands a checkpoint's training-order state to the data module on resume.
+
+    Lightning restores a stateful training loader only when it builds the loader after the
+    checkpoint is read; computing the step count for the LR schedule builds it before, so the
+    state is passed on here (the data module applies it once, whichever path arrives first).
+    """
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        states = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).get("combined_loader")
+        order = getattr(getattr(trainer, "datamodule", None), "train_order", None)
+        if states and isinstance(order, TrainOrder) and trainer.state.fn == "fit":
+            order.restore(states[0])
+
+
+class SaveOnInterrupt(Callback):
+    """On SIGTERM (a cluster about to preempt) or Ctrl-C, save ``last.ckpt`` before exiting.
+
+    Not on other exceptions: a diverged (NaN) or crashed state must not replace the last good
+    checkpoint.
+    """
+
+    def __init__(self, last_path: str | Path):
+        self.last_path = Path(last_path)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        if trainer.state.fn != "fit":
+            return
+        trainer.save_checkpoint(self.last_path)
+        log.warning(
+            "interrupted (%s): saved %s; resume with ckpt_path=%s",
+            type(exception).__name__,
+            self.last_path,
+            self.last_path,
+        )
