@@ -4,21 +4,9 @@ Writes explanations.jsonl and a self-contained explanations.html to the output d
 prints a readable view. Task, backbone and labels are read from the checkpoint.
 """
 
-import sys
+from protolm.cli import entry_point
 
-import hydra
-from omegaconf import DictConfig
-
-from protolm.cli import quote_free_text, run_main
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="explain")
-def main(cfg: DictConfig):
-    from protolm.commands import explain_command
-
-    return run_main(explain_command, cfg)
-
+main = entry_point("explain", "protolm.cli.explain:explain_command", free_text=("text", "text_pair"))
 
 if __name__ == "__main__":
-    sys.argv = quote_free_text(sys.argv)
     main()

@@ -99,7 +99,7 @@ def main():
                 "examples_per_s": len(split) / seconds,
                 "peak_extra_rss_mb": memory.extra_mb,
                 "state_entries": model.head.num_prototypes * args.top_k,
-                "mode": record["mode"],
+                "mode": record.mode,
             }
         )
         print(table(rows[-1:], list(rows[-1])), flush=True)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import torch
 
 from protolm.errors import CheckpointError, DataError
+from protolm.inference import MODEL_INPUTS, to_device
+from protolm.projection import projected_record
 
 
 def require_projection(model, path) -> None:
     if not getattr(model, "is_prototype", False):
         raise CheckpointError(f"checkpoint {path} has a linear head: explanations need head=prototype")
-    if not model.projection:
+    if model.projection is None:
         raise CheckpointError(
             f"checkpoint {path} has no prototype projection, so prototypes have no training examples to show. "
             f"Project it first: python project.py ckpt_path={path} (or train with project.at_end=true)"
@@ -38,6 +40,83 @@ def merge_words(
     return merged, special
 
 
+def _prediction(model, logits: torch.Tensor) -> tuple[int, str | float, dict | None]:
+    """(predicted class index, prediction as shown, class probabilities) for one input's logits."""
+    if model.regression:
+        return 0, float(logits[0]), None
+    labels = model.task_info.labels
+    p = torch.softmax(logits, -1)
+    predicted = int(p.argmax())
+    return predicted, labels[predicted], {labels[c]: float(p[c]) for c in range(len(labels))}
+
+
+def _prototypes(model, sims: torch.Tensor, weights: torch.Tensor, top_k: int, nearest: int) -> list[dict]:
+    """The ``top_k`` prototypes contributing most (similarity x weight to the predicted class), each
+    with its nearest training examples from the projection."""
+    contribution = sims * weights
+    labels = model.task_info.labels
+    shown = []
+    for j in torch.argsort(contribution, descending=True)[:top_k].tolist():
+        record = projected_record(model, j)
+        c = int(model.head.prototype_class[j])
+        examples = [
+            {
+                "text": n.text,
+                "text_pair": n.text_pair,
+                "label": n.label_name if n.label_name is not None else n.label,
+                "similarity": n.similarity,
+            }
+            for n in (record.nearest if record else [])[:nearest]
+        ]
+        shown.append(
+            {
+                "prototype_id": j,
+                "class": labels[c] if labels and not model.regression else c,
+                "similarity": float(sims[j]),
+                "contribution": float(contribution[j]),
+                "nearest_examples": examples,
+            }
+        )
+    return shown
+
+
+def _explain_batch(
+    model, tokenizer, texts: list[str], pairs: list[str] | None, top_k: int, nearest: int, max_length: int
+) -> list[dict]:
+    args = (texts, pairs) if pairs is not None else (texts,)
+    enc = tokenizer(
+        *args,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
+    out = model(to_device(enc, model.device, MODEL_INPUTS))
+    logits, sims, attention = (out[k].float().cpu() for k in ("logits", "similarities", "attention"))
+    weights = model.head.last_layer.weight.detach().float().cpu()  # C x P
+    results = []
+    for i, text in enumerate(texts):
+        pair = pairs[i] if pairs is not None else None
+        words, special = merge_words(enc, i, attention[i], (text, pair))
+        predicted, prediction, probs = _prediction(model, logits[i])
+        results.append(
+            {
+                "text": text,
+                "text_pair": pair,
+                "prediction": prediction,
+                "probs": probs,
+                "tokens": [w["word"] for w in words],
+                "attention": [w["attention"] for w in words],
+                "segments": [w["segment"] for w in words],
+                "special_tokens_attention": special,
+                "truncated": bool(enc.encodings[i].overflowing),
+                "prototypes": _prototypes(model, sims[i], weights[predicted], top_k, nearest),
+            }
+        )
+    return results
+
+
 @torch.no_grad()
 def explain(
     model,
@@ -52,76 +131,12 @@ def explain(
     """One explanation dict per input (the fields of explanations.jsonl)."""
     if not getattr(tokenizer, "is_fast", False):
         raise DataError("explanations need a fast (Rust) tokenizer to map sub-words to words")
-    if model.task_info.get("pair") and pairs is None:
-        raise DataError(f"task {model.task_info['name']} classifies text pairs: give text_pair as well as text")
-    labels = model.task_info.get("labels")
-    weights = model.head.last_layer.weight.detach().float().cpu()  # C x P
-    projected = {p["prototype_id"]: p for p in (model.projection or {}).get("prototypes", [])}
+    if model.task_info.pair and pairs is None:
+        raise DataError(f"task {model.task_info.name} classifies text pairs: give text_pair as well as text")
     results = []
     for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
         chunk_pairs = pairs[start : start + batch_size] if pairs is not None else None
-        args = (chunk, chunk_pairs) if chunk_pairs is not None else (chunk,)
-        enc = tokenizer(
-            *args,
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_offsets_mapping=True,
-            return_tensors="pt",
+        results += _explain_batch(
+            model, tokenizer, texts[start : start + batch_size], chunk_pairs, top_k, nearest, max_length
         )
-        batch = {
-            k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
-        out = model(batch)
-        logits = out["logits"].float().cpu()
-        sims = out["similarities"].float().cpu()
-        attention = out["attention"].float().cpu()
-        for i, text in enumerate(chunk):
-            pair = chunk_pairs[i] if chunk_pairs is not None else None
-            words, special = merge_words(enc, i, attention[i], (text, pair))
-            if model.regression:
-                predicted, prediction, probs = 0, float(logits[i, 0]), None
-            else:
-                p = torch.softmax(logits[i], -1)
-                predicted = int(p.argmax())
-                prediction = labels[predicted]
-                probs = {labels[c]: float(p[c]) for c in range(len(labels))}
-            contribution = sims[i] * weights[predicted]
-            order = torch.argsort(contribution, descending=True)[:top_k].tolist()
-            prototypes = []
-            for j in order:
-                record = projected.get(j, {})
-                c = int(model.head.prototype_class[j])
-                prototypes.append(
-                    {
-                        "prototype_id": j,
-                        "class": labels[c] if labels and not model.regression else c,
-                        "similarity": float(sims[i, j]),
-                        "contribution": float(contribution[j]),
-                        "nearest_examples": [
-                            {
-                                "text": n["text"],
-                                "text_pair": n.get("text_pair"),
-                                "label": n["label_name"] if n.get("label_name") is not None else n["label"],
-                                "similarity": n["similarity"],
-                            }
-                            for n in record.get("nearest", [])[:nearest]
-                        ],
-                    }
-                )
-            results.append(
-                {
-                    "text": text,
-                    "text_pair": pair,
-                    "prediction": prediction,
-                    "probs": probs,
-                    "tokens": [w["word"] for w in words],
-                    "attention": [w["attention"] for w in words],
-                    "segments": [w["segment"] for w in words],
-                    "special_tokens_attention": special,
-                    "truncated": bool(enc.encodings[i].overflowing),
-                    "prototypes": prototypes,
-                }
-            )
     return results

@@ -15,57 +15,74 @@ import random
 
 import torch
 
+from protolm.data.collate import PadCollator
+from protolm.inference import MODEL_INPUTS, evaluating, outputs, to_device
 from protolm.progress import track
-from protolm.projection import _forward_context
 
 REMOVALS = ("delete", "mask")
 TARGETS = ("predicted", "true")
+KINDS = ("comprehensiveness", "sufficiency")
 
 
 def _target(logits: torch.Tensor, labels: torch.Tensor, target: str) -> torch.Tensor:
     return logits.argmax(-1) if target == "predicted" else labels
 
 
-@torch.no_grad()
+# ------------------------------------------------------------------------ prototype level
+class _PrototypeScores:
+    """One batch's target-class probabilities with some prototypes switched off."""
+
+    def __init__(self, head, sims: torch.Tensor, chosen: torch.Tensor):
+        self.head, self.sims, self.chosen = head, sims, chosen
+        self.rows = torch.arange(len(sims), device=sims.device)
+        self.full = self.probability(None)
+
+    def probability(self, keep: torch.Tensor | None) -> torch.Tensor:
+        logits = self.head.logits_from_similarities(self.sims, keep).float()
+        return torch.softmax(logits, -1)[self.rows, self.chosen]
+
+    def drops(self, selected: torch.Tensor) -> tuple[float, float]:
+        """Summed drop in probability when ``selected`` are removed, and when only they are kept."""
+        return (self.full - self.probability(~selected)).sum().item(), (
+            self.full - self.probability(selected)
+        ).sum().item()
+
+
+def _add_batch(sums: dict, scores: _PrototypeScores, ranked: torch.Tensor, draws: int, generator) -> None:
+    sims = scores.sims
+    for k, total in sums.items():
+        top = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, ranked[:, :k], True)
+        comprehensiveness, sufficiency = scores.drops(top)
+        total["comprehensiveness"] += comprehensiveness
+        total["sufficiency"] += sufficiency
+        for _ in range(draws):
+            pick = torch.rand(sims.shape, generator=generator).argsort(1)[:, :k].to(sims.device)
+            comprehensiveness, sufficiency = scores.drops(torch.zeros_like(top).scatter_(1, pick, True))
+            total["random_comprehensiveness"] += comprehensiveness / draws
+            total["random_sufficiency"] += sufficiency / draws
+
+
 def prototype_level(
     model, dataloader, ks: list[int], random_draws: int = 10, seed: int = 0, target: str = "predicted"
 ) -> dict:
     """Comprehensiveness / sufficiency of the top-k contributing prototypes vs k random prototypes."""
     head = model.head
-    P = head.num_prototypes
-    ks = sorted({min(int(k), P) for k in ks})
+    ks = sorted({min(int(k), head.num_prototypes) for k in ks})
     weights = head.last_layer.weight.float()
     generator = torch.Generator().manual_seed(seed)
-    sums = {
-        k: {"comprehensiveness": 0.0, "sufficiency": 0.0, "random_comprehensiveness": 0.0, "random_sufficiency": 0.0}
-        for k in ks
-    }
+    names = (*KINDS, "random_comprehensiveness", "random_sufficiency")
+    sums = {k: dict.fromkeys(names, 0.0) for k in ks}
     n = 0
-    model.eval()
-    with _forward_context(model):
-        for batch in track(dataloader, "prototype faithfulness"):
-            batch = {key: v.to(model.device) for key, v in batch.items()}
-            out = model(batch)
-            sims = out["similarities"].float()
-            chosen = _target(out["logits"], batch["labels"], target)
-            rows = torch.arange(len(sims), device=sims.device)
-            prob = lambda keep: torch.softmax(head.logits_from_similarities(sims, keep).float(), -1)[rows, chosen]  # noqa: E731
-            full = prob(None)
-            contribution = sims * weights[chosen]
-            ranked = torch.argsort(contribution, dim=1, descending=True)
-            for k in ks:
-                top = torch.zeros_like(sims, dtype=torch.bool).scatter_(1, ranked[:, :k], True)
-                sums[k]["comprehensiveness"] += (full - prob(~top)).sum().item()
-                sums[k]["sufficiency"] += (full - prob(top)).sum().item()
-                for _ in range(random_draws):
-                    pick = torch.rand(sims.shape, generator=generator).argsort(1)[:, :k].to(sims.device)
-                    rand = torch.zeros_like(top).scatter_(1, pick, True)
-                    sums[k]["random_comprehensiveness"] += (full - prob(~rand)).sum().item() / random_draws
-                    sums[k]["random_sufficiency"] += (full - prob(rand)).sum().item() / random_draws
-            n += len(sims)
+    for batch, out in outputs(model, track(dataloader, "prototype faithfulness")):
+        sims = out["similarities"].float()
+        chosen = _target(out["logits"], batch["labels"], target)
+        ranked = torch.argsort(sims * weights[chosen], dim=1, descending=True)
+        _add_batch(sums, _PrototypeScores(head, sims, chosen), ranked, random_draws, generator)
+        n += len(sims)
     return {"examples": n, "by_k": {str(k): {name: v / n for name, v in values.items()} for k, values in sums.items()}}
 
 
+# ---------------------------------------------------------------------------- token level
 def _special_positions(tokenizer, ids: list[int]) -> set[int]:
     mask = tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
     return {i for i, m in enumerate(mask) if m}
@@ -99,21 +116,14 @@ def _edit(
 def _probabilities(
     model, tokenizer, inputs: list[tuple[list[int], list[int] | None]], targets: list[int], batch_size: int
 ) -> list[float]:
+    """The target class's probability for every (edited) input, scored in padded batches."""
+    collate = PadCollator(tokenizer.pad_token_id)
+    examples = [{"input_ids": ids, **({"token_type_ids": types} if types is not None else {})} for ids, types in inputs]
+    batches = (collate(examples[start : start + batch_size]) for start in range(0, len(examples), batch_size))
     probs = []
-    pad = tokenizer.pad_token_id
-    with _forward_context(model):
-        for start in track(range(0, len(inputs), batch_size), "token faithfulness"):
-            chunk = inputs[start : start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            batch = {
-                "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in chunk]),
-                "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in chunk]),
-            }
-            if chunk[0][1] is not None:
-                batch["token_type_ids"] = torch.tensor([t + [0] * (width - len(t)) for _, t in chunk])
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            p = torch.softmax(model(batch)["logits"].float(), -1).cpu()
-            probs += [float(p[i, targets[start + i]]) for i in range(len(chunk))]
+    for _, out in outputs(model, track(batches, "token faithfulness", total=math.ceil(len(examples) / batch_size))):
+        p, offset = torch.softmax(out["logits"].float(), -1).cpu(), len(probs)
+        probs += [float(p[i, targets[offset + i]]) for i in range(len(p))]
     return probs
 
 
@@ -142,6 +152,83 @@ def integrated_gradients_ranking(model, batch: dict, targets: torch.Tensor, step
     return attributions.sum(-1).detach()
 
 
+class _Eraser:
+    """ERASER's token-level scores for one model: the full inputs, their edits, the table."""
+
+    def __init__(self, model, tokenizer, removal: str, target: str, seed: int, batch_size: int, max_length: int):
+        if removal not in REMOVALS:
+            raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(REMOVALS)}")
+        self.mask_id = tokenizer.mask_token_id if removal == "mask" else None
+        if removal == "mask" and self.mask_id is None:
+            raise ValueError("faithfulness.token_removal=mask: this tokenizer has no mask token; use delete")
+        self.model, self.tokenizer, self.removal, self.target = model, tokenizer, removal, target
+        self.rng, self.batch_size, self.max_length = random.Random(seed), batch_size, max_length
+
+    def records(self, split, rationales: tuple[str, ...]) -> list[dict]:
+        """Full inputs: their ids, target class and probability, and each rationale's token ranking."""
+        records = []
+        with evaluating(self.model):
+            for start in range(0, len(split), self.batch_size):
+                records += self._batch_records(split, start, rationales)
+        return records
+
+    def _batch_records(self, split, start: int, rationales: tuple[str, ...]) -> list[dict]:
+        end = start + self.batch_size
+        texts = (split.texts[start:end],) + ((split.pairs[start:end],) if split.pairs is not None else ())
+        enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        batch = to_device(enc, self.model.device, MODEL_INPUTS)
+        with torch.no_grad():
+            out = self.model(batch)
+        labels = torch.tensor(split.labels[start:end], device=out["logits"].device)
+        targets = _target(out["logits"], labels, self.target)
+        probs = torch.softmax(out["logits"].float(), -1)
+        scores = {"attention": out["attention"].float()}
+        if "integrated_gradients" in rationales:
+            scores["integrated_gradients"] = integrated_gradients_ranking(self.model, batch, targets)
+        return [
+            self._record(batch, i, scores, int(targets[i]), float(probs[i, targets[i]]), rationales)
+            for i in range(len(texts[0]))
+        ]
+
+    def _record(self, batch: dict, i: int, scores: dict, target: int, full: float, rationales) -> dict:
+        length = int(batch["attention_mask"][i].sum())
+        ids = batch["input_ids"][i, :length].tolist()
+        types = batch["token_type_ids"][i, :length].tolist() if "token_type_ids" in batch else None
+        specials = _special_positions(self.tokenizer, ids)
+        content = [t for t in range(length) if t not in specials]
+        ranking = {name: sorted(content, key=lambda t, s=s: -float(s[i, t])) for name, s in scores.items()}
+        if "random" in rationales:
+            ranking["random"] = self.rng.sample(content, len(content))
+        return {"ids": ids, "types": types, "content": content, "target": target, "full": full, "ranking": ranking}
+
+    def edits(self, records: list[dict], bins: list[float]) -> tuple[list, list]:
+        """Every edited input of every rationale and bin, and whose (record, rationale, bin, kind) it is."""
+        edits, owners = [], []
+        for r, rec in enumerate(records):
+            content = rec["content"]
+            for name, ranked in rec["ranking"].items():
+                for q in bins:
+                    n = min(len(content), max(1, math.ceil(q * len(content)))) if content else 0
+                    for kind, keep in zip(KINDS, (False, True)):
+                        edit = _edit(
+                            rec["ids"], rec["types"], content, set(ranked[:n]), keep, self.removal, self.mask_id
+                        )
+                        edits.append(edit)
+                        owners.append((r, name, q, kind))
+        return edits, owners
+
+
+def _table(records: list[dict], owners: list, probs: list[float], bins: list[float]) -> dict:
+    """Mean drop in the target probability per rationale, bin and kind, and each rationale's AOPC."""
+    table: dict = {}
+    for (r, name, q, kind), p in zip(owners, probs):
+        cell = table.setdefault(name, {}).setdefault(str(q), dict.fromkeys(KINDS, 0.0))
+        cell[kind] += (records[r]["full"] - p) / len(records)
+    for by_bin in table.values():
+        by_bin["aopc"] = {kind: sum(by_bin[str(q)][kind] for q in bins) / len(bins) for kind in KINDS}
+    return table
+
+
 def token_level(
     model,
     tokenizer,
@@ -155,72 +242,8 @@ def token_level(
     rationales: tuple[str, ...] = ("attention", "random"),
 ) -> dict:
     """ERASER comprehensiveness / sufficiency / AOPC per rationale ("attention", "random", "integrated_gradients")."""
-    if removal not in REMOVALS:
-        raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(REMOVALS)}")
-    mask_id = tokenizer.mask_token_id if removal == "mask" else None
-    if removal == "mask" and mask_id is None:
-        raise ValueError("faithfulness.token_removal=mask: this tokenizer has no mask token; use delete")
-    rng = random.Random(seed)
-    model.eval()
-    # Full inputs, their target class and probability, and the model's own attention.
-    records = []
-    for start in range(0, len(split), batch_size):
-        texts = split.texts[start : start + batch_size]
-        pairs = split.pairs[start : start + batch_size] if split.pairs is not None else None
-        enc = tokenizer(
-            *((texts, pairs) if pairs is not None else (texts,)),
-            truncation=True,
-            max_length=max_length,
-            padding=True,
-            return_tensors="pt",
-        )
-        batch = {
-            k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
-        with torch.no_grad(), _forward_context(model):
-            out = model(batch)
-        labels = torch.tensor(split.labels[start : start + batch_size], device=out["logits"].device)
-        targets = _target(out["logits"], labels, target)
-        probs = torch.softmax(out["logits"].float(), -1)
-        scores = {"attention": out["attention"].float()}
-        if "integrated_gradients" in rationales:
-            scores["integrated_gradients"] = integrated_gradients_ranking(model, batch, targets)
-        for i in range(len(texts)):
-            length = int(batch["attention_mask"][i].sum())
-            ids = batch["input_ids"][i, :length].tolist()
-            types = batch["token_type_ids"][i, :length].tolist() if "token_type_ids" in batch else None
-            specials = _special_positions(tokenizer, ids)
-            content = [t for t in range(length) if t not in specials]
-            ranking = {name: sorted(content, key=lambda t: -float(s[i, t])) for name, s in scores.items()}
-            if "random" in rationales:
-                ranking["random"] = rng.sample(content, len(content))
-            records.append(
-                {
-                    "ids": ids,
-                    "types": types,
-                    "content": content,
-                    "target": int(targets[i]),
-                    "full": float(probs[i, targets[i]]),
-                    "ranking": ranking,
-                }
-            )
-    # Every edited input of every rationale and bin, scored in batches.
-    edits, owners = [], []
-    for r, rec in enumerate(records):
-        for name in rec["ranking"]:
-            for q in bins:
-                n = min(len(rec["content"]), max(1, math.ceil(q * len(rec["content"])))) if rec["content"] else 0
-                chosen = set(rec["ranking"][name][:n])
-                for kind, keep in (("comprehensiveness", False), ("sufficiency", True)):
-                    edits.append(_edit(rec["ids"], rec["types"], rec["content"], chosen, keep, removal, mask_id))
-                    owners.append((r, name, q, kind))
+    eraser = _Eraser(model, tokenizer, removal, target, seed, batch_size, max_length)
+    records = eraser.records(split, rationales)
+    edits, owners = eraser.edits(records, bins)
     probs = _probabilities(model, tokenizer, edits, [records[r]["target"] for r, *_ in owners], batch_size)
-    table: dict = {}
-    for (r, name, q, kind), p in zip(owners, probs):
-        cell = table.setdefault(name, {}).setdefault(str(q), {"comprehensiveness": 0.0, "sufficiency": 0.0})
-        cell[kind] += (records[r]["full"] - p) / len(records)
-    for name, by_bin in table.items():
-        by_bin["aopc"] = {
-            kind: sum(by_bin[str(q)][kind] for q in bins) / len(bins) for kind in ("comprehensiveness", "sufficiency")
-        }
-    return {"examples": len(records), "by_rationale": table}
+    return {"examples": len(records), "by_rationale": _table(records, owners, probs, bins)}

@@ -2,15 +2,75 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from protolm.distributed import world
-from protolm.projection import _forward_context, nearest_examples
+from protolm.inference import outputs
+from protolm.projection import Neighbours, nearest_examples, projected_record
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrototypeHealth:
+    prototype_id: int
+    class_index: int  # "class" in health.json
+    nearest_count: int  # examples whose most similar prototype this is
+    top_contributor_count: int  # examples whose predicted class it contributes most to
+    dead: bool  # neither, on any example
+    purity: float | None  # share of its k nearest examples (any class) in its class; None for a regression
+    shares_nearest_example_with: list[int]  # prototypes anchored on the same example
+    near_identical_to: list[int]  # prototypes at least duplicate_cosine cosine-similar
+
+    def to_dict(self) -> dict:
+        record = dataclasses.asdict(self)
+        return {"prototype_id": record.pop("prototype_id"), "class": record.pop("class_index"), **record}
+
+
+@dataclass
+class HealthSummary:
+    prototypes: int
+    dead: int
+    sharing_a_nearest_example: int
+    near_identical: int
+    mean_purity: float | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class HealthReport:
+    """Per-prototype health and its summary (health.json)."""
+
+    usage_split: str
+    usage_examples: int
+    purity_k: int
+    duplicate_cosine: float
+    summary: HealthSummary
+    prototypes: list[PrototypeHealth]
+
+    def to_dict(self) -> dict:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return fields | {"summary": self.summary.to_dict(), "prototypes": [p.to_dict() for p in self.prototypes]}
+
+
+@dataclass
+class PruneResult:
+    """What pruning removed (ids before renumbering) and how many prototypes remain."""
+
+    min_purity: float
+    k: int  # the purity's neighbourhood size
+    removed: list[int]
+    remaining: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 class UsageCounter:
@@ -35,6 +95,13 @@ class UsageCounter:
         self.top += torch.bincount((sims * self.weights[predicted]).argmax(1), minlength=P).cpu()
         self.seen += len(sims)
 
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(nearest counts, top-contributor counts, examples seen), summed over processes."""
+        nearest, top, seen = (
+            _sum_over_processes(x, self.model.device) for x in (self.nearest, self.top, torch.tensor(self.seen))
+        )
+        return nearest, top, int(seen)
+
 
 def _sum_over_processes(t: torch.Tensor, device) -> torch.Tensor:
     """The streaming passes shard the data across processes: add up their counts."""
@@ -47,69 +114,74 @@ def _sum_over_processes(t: torch.Tensor, device) -> torch.Tensor:
     return t.cpu()
 
 
-def prototype_health(
-    model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999
-) -> dict:
-    """Per-prototype report and summary. Purity: share of the k nearest training examples (any
-    class, by the model's similarity) that belong to the prototype's class."""
-    head = model.head
+def _usage_and_neighbours(model, datamodule, k: int, usage_role: str) -> tuple[UsageCounter, Neighbours]:
     usage = UsageCounter(model)
     if usage_role == "train":  # one pass gives both the usage and the neighbours
         neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False, on_batch=usage)
     else:
         nearest_examples(model, datamodule, 1, role=usage_role, on_batch=usage)
         neighbours = nearest_examples(model, datamodule, k, restrict_to_class=False)
-    nearest, top, seen = (
-        _sum_over_processes(x, model.device) for x in (usage.nearest, usage.top, torch.tensor(usage.seen))
-    )
-    seen = int(seen)
-    labels = datamodule.role_split("train").labels
-    vectors = torch.nn.functional.normalize(head.prototypes.detach().float().cpu(), dim=1)
+    return usage, neighbours
+
+
+def _anchors(model, neighbours: Neighbours) -> list[int]:
+    """A prototype's anchor: its nearest example of its class from the projection when there is one,
+    else its nearest example of any class. Prototypes sharing an anchor are duplicates."""
+    anchors = []
+    for j in range(model.head.num_prototypes):
+        record = projected_record(model, j)
+        anchors.append(record.nearest[0].index if record and record.nearest else int(neighbours.indices[j, 0]))
+    return anchors
+
+
+def _near_identical(model, duplicate_cosine: float) -> list[list[int]]:
+    vectors = torch.nn.functional.normalize(model.head.prototypes.detach().float().cpu(), dim=1)
     cosine = vectors @ vectors.t()
     cosine.fill_diagonal_(-1)
-    # A prototype's anchor: its nearest example of its class (from the projection when there is
-    # one, else its nearest example of any class). Prototypes sharing an anchor are duplicates.
-    projected = {p["prototype_id"]: p for p in (model.projection or {}).get("prototypes", [])}
-    anchors = [
-        (projected[j]["nearest"][0]["index"] if projected.get(j, {}).get("nearest") else int(neighbours.indices[j, 0]))
-        for j in range(head.num_prototypes)
-    ]
+    return [torch.nonzero(row >= duplicate_cosine).flatten().tolist() for row in cosine]
+
+
+def _summary(rows: list[PrototypeHealth]) -> HealthSummary:
+    purities = [r.purity for r in rows if r.purity is not None]
+    return HealthSummary(
+        prototypes=len(rows),
+        dead=sum(r.dead for r in rows),
+        sharing_a_nearest_example=sum(bool(r.shares_nearest_example_with) for r in rows),
+        near_identical=sum(bool(r.near_identical_to) for r in rows),
+        mean_purity=sum(purities) / len(purities) if purities else None,
+    )
+
+
+def prototype_health(
+    model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999
+) -> HealthReport:
+    """Per-prototype report and summary. Purity: share of the k nearest training examples (any
+    class, by the model's similarity) that belong to the prototype's class."""
+    usage, neighbours = _usage_and_neighbours(model, datamodule, k, usage_role)
+    nearest, top, seen = usage.totals()
+    labels = datamodule.role_split("train").labels
+    anchors, identical = _anchors(model, neighbours), _near_identical(model, duplicate_cosine)
     rows = []
-    for j in range(head.num_prototypes):
-        c = int(head.prototype_class[j])
+    for j in range(model.head.num_prototypes):
+        c = int(model.head.prototype_class[j])
         idx = [i for i in neighbours.indices[j].tolist() if i >= 0]
-        purity = None if model.regression or not idx else sum(labels[i] == c for i in idx) / len(idx)
-        shares = [i for i in range(head.num_prototypes) if i != j and anchors[i] == anchors[j]]
         rows.append(
-            {
-                "prototype_id": j,
-                "class": c,
-                "nearest_count": int(nearest[j]),
-                "top_contributor_count": int(top[j]),
-                "dead": bool(nearest[j] == 0 and top[j] == 0),
-                "purity": purity,
-                "shares_nearest_example_with": shares,
-                "near_identical_to": torch.nonzero(cosine[j] >= duplicate_cosine).flatten().tolist(),
-            }
+            PrototypeHealth(
+                prototype_id=j,
+                class_index=c,
+                nearest_count=int(nearest[j]),
+                top_contributor_count=int(top[j]),
+                dead=bool(nearest[j] == 0 and top[j] == 0),
+                purity=None if model.regression or not idx else sum(labels[i] == c for i in idx) / len(idx),
+                shares_nearest_example_with=[i for i, a in enumerate(anchors) if i != j and a == anchors[j]],
+                near_identical_to=identical[j],
+            )
         )
-    purities = [r["purity"] for r in rows if r["purity"] is not None]
-    return {
-        "usage_split": datamodule.role_split(usage_role).name,
-        "usage_examples": seen,
-        "purity_k": k,
-        "duplicate_cosine": duplicate_cosine,
-        "summary": {
-            "prototypes": head.num_prototypes,
-            "dead": sum(r["dead"] for r in rows),
-            "sharing_a_nearest_example": sum(bool(r["shares_nearest_example_with"]) for r in rows),
-            "near_identical": sum(bool(r["near_identical_to"]) for r in rows),
-            "mean_purity": sum(purities) / len(purities) if purities else None,
-        },
-        "prototypes": rows,
-    }
+    usage_split = datamodule.role_split(usage_role).name
+    return HealthReport(usage_split, seen, k, duplicate_cosine, _summary(rows), rows)
 
 
-def prune(model, report: dict, min_purity: float) -> dict:
+def prune_prototypes(model, report: HealthReport, min_purity: float) -> PruneResult:
     """Remove prototypes whose purity is below ``min_purity``; every class keeps its purest one.
 
     The head, its last layer, the prototype classes and the projection record stay consistent;
@@ -118,7 +190,7 @@ def prune(model, report: dict, min_purity: float) -> dict:
     if model.regression:
         raise ValueError("prune: purity is undefined for regression tasks")
     head = model.head
-    purity = torch.tensor([r["purity"] if r["purity"] is not None else 0.0 for r in report["prototypes"]])
+    purity = torch.tensor([r.purity if r.purity is not None else 0.0 for r in report.prototypes])
     keep = purity >= min_purity
     for c in range(head.num_classes):
         members = (head.prototype_class == c).nonzero().flatten()
@@ -126,15 +198,51 @@ def prune(model, report: dict, min_purity: float) -> dict:
             keep[members[purity[members].argmax()]] = True
     removed = (~keep).nonzero().flatten().tolist()
     head.keep_prototypes(keep)
-    if model.projection:
-        kept = [p for p, k in zip(model.projection["prototypes"], keep.tolist()) if k]
-        for new_id, record in enumerate(kept):
-            record.setdefault("original_id", record["prototype_id"])
-            record["prototype_id"] = new_id
-        model.projection["prototypes"] = kept
-    info = {"min_purity": min_purity, "k": report["purity_k"], "removed": removed, "remaining": head.num_prototypes}
+    if model.projection is not None:
+        model.projection = model.projection.kept(keep.tolist())
     log.info("pruned %d prototypes below purity %.2f; %d remain", len(removed), min_purity, head.num_prototypes)
-    return info
+    return PruneResult(min_purity, report.purity_k, removed, head.num_prototypes)
+
+
+# ------------------------------------------------------------------------------- the map
+def _embedding_sample(model, datamodule, max_examples: int, seed: int) -> tuple[torch.Tensor, list]:
+    """Pooled embeddings and labels of up to ``max_examples`` random training examples."""
+    split = datamodule.role_split("train")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:max_examples].tolist()
+    pooled, labels = [], []
+    for batch, out in outputs(model, datamodule.dataloader("train", indices=sorted(order), shard=False)):
+        pooled.append(out["pooled"].float().cpu())
+        labels += [split.labels[i] for i in batch["index"].tolist()]
+    return torch.cat(pooled), labels
+
+
+def _pca_2d(points: torch.Tensor, prototypes: torch.Tensor):
+    """Both point sets on the first two principal components of their union (numpy arrays)."""
+    everything = torch.cat([points, prototypes])
+    mean = everything.mean(0)
+    _, _, v = torch.linalg.svd(everything - mean, full_matrices=False)
+    return ((points - mean) @ v[:2].t()).numpy(), ((prototypes - mean) @ v[:2].t()).numpy()
+
+
+def _draw_classes(ax, model, xy, pxy, labels: list) -> None:
+    """Each class's training examples and its prototypes (stars) in the class's colour."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    for c, name in enumerate(model.task_info.labels or ["target"]):
+        mask = [y == c for y in labels]
+        ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.35, color=cmap(c % 10), label=f"{name} (training)")
+        own = (model.head.prototype_class == c).numpy()
+        ax.scatter(
+            pxy[own, 0],
+            pxy[own, 1],
+            marker="*",
+            s=220,
+            color=cmap(c % 10),
+            edgecolors="black",
+            linewidths=0.8,
+            label=f"{name} prototypes",
+        )
 
 
 @torch.no_grad()
@@ -145,45 +253,16 @@ def plot_prototypes(model, datamodule, path: str | Path, max_examples: int = 200
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    split = datamodule.role_split("train")
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:max_examples].tolist()
-    model.eval()
-    pooled, labels = [], []
-    with _forward_context(model):
-        for batch in datamodule.dataloader("train", indices=sorted(order), shard=False):
-            batch = {k: v.to(model.device) for k, v in batch.items()}
-            pooled.append(model(batch)["pooled"].float().cpu())
-            labels += [split.labels[i] for i in batch["index"].tolist()]
-    points = torch.cat(pooled)
-    prototypes = model.head.prototypes.detach().float().cpu()
-    everything = torch.cat([points, prototypes])
-    mean = everything.mean(0)
-    _, _, v = torch.linalg.svd(everything - mean, full_matrices=False)
-    project2d = lambda x: ((x - mean) @ v[:2].t()).numpy()  # noqa: E731
-    xy, pxy = project2d(points), project2d(prototypes)
-    names = model.task_info.get("labels") or ["target"]
+    points, labels = _embedding_sample(model, datamodule, max_examples, seed)
+    xy, pxy = _pca_2d(points, model.head.prototypes.detach().float().cpu())
     fig, ax = plt.subplots(figsize=(7, 6), dpi=110)
-    cmap = plt.get_cmap("tab10")
     if model.regression:
         scatter = ax.scatter(xy[:, 0], xy[:, 1], c=labels, s=6, alpha=0.5, cmap="viridis")
         fig.colorbar(scatter, ax=ax, label="target")
         ax.scatter(pxy[:, 0], pxy[:, 1], marker="*", s=180, c="black", label="prototypes")
     else:
-        for c, name in enumerate(names):
-            mask = [y == c for y in labels]
-            ax.scatter(xy[mask, 0], xy[mask, 1], s=6, alpha=0.35, color=cmap(c % 10), label=f"{name} (training)")
-            own = (model.head.prototype_class == c).numpy()
-            ax.scatter(
-                pxy[own, 0],
-                pxy[own, 1],
-                marker="*",
-                s=220,
-                color=cmap(c % 10),
-                edgecolors="black",
-                linewidths=0.8,
-                label=f"{name} prototypes",
-            )
-    ax.set_title(f"{model.task_info['name']}: prototypes and {len(points)} training embeddings (PCA)")
+        _draw_classes(ax, model, xy, pxy, labels)
+    ax.set_title(f"{model.task_info.name}: prototypes and {len(points)} training embeddings (PCA)")
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.legend(fontsize=8, markerscale=1.0, loc="best")

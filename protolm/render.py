@@ -1,4 +1,5 @@
-"""Explanations for people: a readable console view and a self-contained HTML page (no network)."""
+"""What people read: explanations (console view, self-contained HTML page), the prototype health
+table, the faithfulness summary in Markdown, and the projected prototypes as a logger's table."""
 
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def _clip(text: str, n: int) -> str:
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;background:#f6f7f9;color:#1d2330}
 h1{font-size:20px;margin:0 0 4px} .meta{color:#667;font-size:13px;margin-bottom:18px}
-.input{background:#fff;border:1px solid #dde1e8;border-radius:10px;padding:16px;margin-bottom:18px;display:flex;gap:20px;flex-wrap:wrap}
+.input{background:#fff;border:1px solid #dde1e8;border-radius:10px;padding:16px;margin-bottom:18px;\
+display:flex;gap:20px;flex-wrap:wrap}
 .left{flex:1 1 420px;min-width:300px} .right{flex:1 1 420px;min-width:300px;display:flex;flex-direction:column;gap:10px}
 .pred{font-size:16px;font-weight:600;margin-bottom:8px} .num{color:#667;font-weight:400;font-size:13px}
 .text{line-height:2.0;font-size:15px} .tok{padding:2px 1px;border-radius:3px} .sep{color:#99a;margin:0 6px}
@@ -87,16 +89,14 @@ def _token_html(e: dict) -> str:
     return " ".join(parts)
 
 
+def _example_html(x: dict) -> str:
+    pair = f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else ""
+    label = f'<span class="lab">[{html.escape(str(x["label"]))}]</span>'
+    return f'<div class="ex">{label}{html.escape(_clip(x["text"], 220))}{pair}</div>'
+
+
 def _card(p: dict) -> str:
-    examples = (
-        "".join(
-            f'<div class="ex"><span class="lab">[{html.escape(str(x["label"]))}]</span>{html.escape(_clip(x["text"], 220))}'
-            + (f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else "")
-            + "</div>"
-            for x in p["nearest_examples"]
-        )
-        or '<div class="ex">no projected examples</div>'
-    )
+    examples = "".join(_example_html(x) for x in p["nearest_examples"]) or '<div class="ex">no projected examples</div>'
     return (
         f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
         f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
@@ -104,21 +104,22 @@ def _card(p: dict) -> str:
     )
 
 
+def _bars_html(probs: dict | None) -> str:
+    if not probs:
+        return ""
+    bars = "".join(
+        f'<div class="bar"><span class="l">{html.escape(k)}</span>'
+        f'<div class="b" style="width:{160 * v:.0f}px"></div><span>{v:.3f}</span></div>'
+        for k, v in probs.items()
+    )
+    return f'<div class="bars">{bars}</div>'
+
+
 def render_html(explanations: list[dict], title: str, meta: dict) -> str:
     """A single self-contained page: inline CSS, no scripts, no network."""
     blocks = []
     for n, e in enumerate(explanations, start=1):
-        bars = ""
-        if e["probs"]:
-            bars = (
-                '<div class="bars">'
-                + "".join(
-                    f'<div class="bar"><span class="l">{html.escape(k)}</span><div class="b" style="width:{160 * v:.0f}px"></div>'
-                    f"<span>{v:.3f}</span></div>"
-                    for k, v in e["probs"].items()
-                )
-                + "</div>"
-            )
+        bars = _bars_html(e["probs"])
         note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
         blocks.append(
             f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
@@ -131,3 +132,85 @@ def render_html(explanations: list[dict], title: str, meta: dict) -> str:
         f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
         f'<h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{"".join(blocks)}</body></html>'
     )
+
+
+# -------------------------------------------------------------------------------- health
+def print_health(report, console: Console | None = None) -> None:
+    """A :class:`protolm.health.HealthReport` as a table of prototypes and its summary."""
+    console = console or Console()
+    table = Table(title="prototype health", header_style="bold")
+    for column in ("id", "class", "nearest", "top contributor", "purity", "dead", "duplicates"):
+        table.add_column(column)
+    for r in report.prototypes:
+        duplicates = sorted(set(r.shares_nearest_example_with) | set(r.near_identical_to))
+        table.add_row(
+            str(r.prototype_id),
+            str(r.class_index),
+            str(r.nearest_count),
+            str(r.top_contributor_count),
+            "-" if r.purity is None else f"{r.purity:.2f}",
+            "yes" if r.dead else "",
+            ",".join(map(str, duplicates)),
+        )
+    console.print(table)
+    console.print(report.summary.to_dict())
+
+
+# -------------------------------------------------------------------------- faithfulness
+def faithfulness_table(result: dict) -> str:
+    """faithfulness.md: the prototype-level and token-level scores beside their random baselines."""
+    settings = result["settings"]
+    lines = [
+        f"# Faithfulness: {result['task']} / {result['split']} ({result['examples']} examples, target: "
+        f"{settings['target']} class)",
+        "",
+        "## Prototype level (drop in the target class probability)",
+        "",
+        "| k | comprehensiveness | random k | sufficiency | random k |",
+        "|---|---|---|---|---|",
+    ]
+    for k, v in result["prototype_level"]["by_k"].items():
+        lines.append(
+            f"| {k} | {v['comprehensiveness']:.4f} | {v['random_comprehensiveness']:.4f} | "
+            f"{v['sufficiency']:.4f} | {v['random_sufficiency']:.4f} |"
+        )
+    return "\n".join(lines + _token_lines(result["token_level"]["by_rationale"], settings))
+
+
+def _token_lines(by_rationale: dict, settings: dict) -> list[str]:
+    bins = settings["token_bins"]
+    comp_header = " | ".join(f"comp {q:.0%}" for q in bins)
+    suff_header = " | ".join(f"suff {q:.0%}" for q in bins)
+    lines = [
+        "",
+        f"## Token level (ERASER, tokens {settings['token_removal']}d)",
+        "",
+        f"| rationale | {comp_header} | AOPC comp | {suff_header} | AOPC suff |",
+        "|---|" + "---|" * (2 * len(bins) + 2),
+    ]
+    for name, by_bin in by_rationale.items():
+        comp = " | ".join(f"{by_bin[str(q)]['comprehensiveness']:.4f}" for q in bins)
+        suff = " | ".join(f"{by_bin[str(q)]['sufficiency']:.4f}" for q in bins)
+        aopc = by_bin["aopc"]
+        lines.append(f"| {name} | {comp} | {aopc['comprehensiveness']:.4f} | {suff} | {aopc['sufficiency']:.4f} |")
+    return lines
+
+
+# ---------------------------------------------------------------------------- projection
+PROTOTYPE_TABLE_COLUMNS = ["prototype_id", "class", "nearest training example", "similarity"]
+
+
+def prototype_table_rows(projection) -> list[list]:
+    """One row per projected prototype (:data:`PROTOTYPE_TABLE_COLUMNS`), e.g. for a W&B table."""
+    rows = []
+    for record in projection.prototypes:
+        nearest = record.nearest[0] if record.nearest else None
+        rows.append(
+            [
+                record.prototype_id,
+                record.class_name or record.class_index,
+                nearest.text if nearest else "",
+                nearest.similarity if nearest else None,
+            ]
+        )
+    return rows

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.support import REPO, TINY, assert_clean_failure, run_cli
 
 from protolm.checkpoint import load
 from protolm.errors import CheckpointError
+from tests.support import REPO, TINY, assert_clean_failure, run_cli
 
 
 class Evil:
@@ -66,7 +66,7 @@ def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, 
 
 SAVER = """
 import itertools, sys, torch
-from protolm.callbacks import AtomicCheckpointIO
+from protolm.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 for i in itertools.count():
     io.save_checkpoint({"step": i, "blob": torch.full((6_000_000,), float(i))}, sys.argv[1])

@@ -5,13 +5,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.support import run_cli
 from omegaconf import OmegaConf
 from torch import nn
 
+from protolm.assemble import build_head, build_objective
+from protolm.config import read_settings
 from protolm.data.datamodule import Split
 from protolm.faithfulness import prototype_level, token_level
-from protolm.model import ProtoLM
+from protolm.model import ProtoLM, TaskInfo
+from tests.support import run_cli
 
 KEYWORD = "excellent"
 
@@ -32,13 +34,15 @@ class KeywordEncoder(nn.Module):
 @pytest.fixture
 def keyword_model(make_config, minilm_tokenizer):
     """Class 1 if and only if the keyword is present; attention peaks on the keyword."""
-    cfg = make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random")
-    sections = {k: OmegaConf.to_container(cfg[k]) for k in ("backbone", "head", "loss", "optim")}
+    settings = read_settings(make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random"))
     encoder = KeywordEncoder(minilm_tokenizer.convert_tokens_to_ids(KEYWORD))
+    head = build_head(settings, encoder.config.hidden_size)
     model = ProtoLM(
-        **sections,
-        task={"name": "toy", "num_classes": 2, "regression": False, "labels": ["no", "yes"], "pair": False},
-        encoder=encoder,
+        encoder,
+        head,
+        build_objective(settings, head),
+        settings.optim,
+        TaskInfo(name="toy", num_classes=2, regression=False, labels=["no", "yes"], pair=False),
     ).eval()
     with torch.no_grad():
         head = model.head
@@ -139,7 +143,7 @@ def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path):
 
 def test_integrated_gradients_rationale_when_captum_is_installed(tiny_loaded, tiny_run):
     pytest.importorskip("captum")
-    from protolm.commands import datamodule_for
+    from protolm.cli.tool import datamodule_for
 
     dm = datamodule_for(tiny_loaded, OmegaConf.create({"data": {"max_eval_samples": 4}}))
     result = token_level(

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from tests.support import run_cli
 from omegaconf import OmegaConf
 
 from protolm.checkpoint import load
-from protolm.commands import datamodule_for
-from protolm.health import prototype_health, prune
+from protolm.cli.tool import datamodule_for
+from protolm.health import prototype_health, prune_prototypes
+from tests.support import run_cli
 
 
 def fresh(tiny_run):
@@ -32,13 +32,13 @@ def test_purity_and_usage_match_a_brute_force_count(tiny_run):
     nearest_counts = torch.bincount(sims.argmax(1), minlength=model.head.num_prototypes)
     contribution = sims * model.head.last_layer.weight[logits.argmax(1)]
     top_counts = torch.bincount(contribution.argmax(1), minlength=model.head.num_prototypes)
-    for row in report["prototypes"]:
-        j = row["prototype_id"]
+    for row in report.prototypes:
+        j = row.prototype_id
         top5 = torch.topk(sims[:, j], 5).indices
-        assert row["purity"] == pytest.approx(float((labels[top5] == row["class"]).float().mean()))
-        assert row["nearest_count"] == int(nearest_counts[j]) and row["top_contributor_count"] == int(top_counts[j])
-        assert row["dead"] == (row["nearest_count"] == 0 and row["top_contributor_count"] == 0)
-    assert report["usage_examples"] == len(split)
+        assert row.purity == pytest.approx(float((labels[top5] == row.class_index).float().mean()))
+        assert row.nearest_count == int(nearest_counts[j]) and row.top_contributor_count == int(top_counts[j])
+        assert row.dead == (row.nearest_count == 0 and row.top_contributor_count == 0)
+    assert report.usage_examples == len(split)
 
 
 def test_duplicates_are_found(tiny_run):
@@ -48,17 +48,17 @@ def test_duplicates_are_found(tiny_run):
         head.prototypes[1] = head.prototypes[0]
     loaded.model.projection = None  # fall back to nearest examples of any class
     report = prototype_health(loaded.model, dm, k=3)
-    rows = report["prototypes"]
-    assert 1 in rows[0]["near_identical_to"] and 0 in rows[1]["near_identical_to"]
-    assert 1 in rows[0]["shares_nearest_example_with"]
-    assert report["summary"]["near_identical"] >= 2
+    rows = report.prototypes
+    assert 1 in rows[0].near_identical_to and 0 in rows[1].near_identical_to
+    assert 1 in rows[0].shares_nearest_example_with
+    assert report.summary.near_identical >= 2
 
 
 def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_run):
     loaded, dm = fresh(tiny_run)
     model = loaded.model
     report = prototype_health(model, dm, k=5)
-    purity = torch.tensor([r["purity"] for r in report["prototypes"]])
+    purity = torch.tensor([r.purity for r in report.prototypes])
     threshold = float(purity.median()) + 1e-6
     keep = purity >= threshold
     for c in range(2):  # a class whose prototypes all fail keeps its purest one
@@ -69,13 +69,13 @@ def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_r
     with torch.no_grad():
         out = model(batch)
         kept_logits = out["similarities"][:, keep] @ model.head.last_layer.weight[:, keep].t()
-    info = prune(model, report, threshold)
-    assert info["remaining"] == int(keep.sum()) == model.head.num_prototypes
-    assert set(info["removed"]) == set((~keep).nonzero().flatten().tolist())
+    info = prune_prototypes(model, report, threshold)
+    assert info.remaining == int(keep.sum()) == model.head.num_prototypes
+    assert set(info.removed) == set((~keep).nonzero().flatten().tolist())
     assert torch.bincount(model.head.prototype_class, minlength=2).min() >= 1
     with torch.no_grad():
         torch.testing.assert_close(model(batch)["logits"], kept_logits)
-    assert [p["prototype_id"] for p in model.projection["prototypes"]] == list(range(model.head.num_prototypes))
+    assert [p.prototype_id for p in model.projection.prototypes] == list(range(model.head.num_prototypes))
 
 
 def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
@@ -94,7 +94,7 @@ def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
     assert (tmp_path / "prototypes_pca.png").stat().st_size > 5_000
     pruned = load(tmp_path / "pruned.ckpt")
     assert pruned.model.head.num_prototypes == report["pruned"]["remaining"] < 8
-    assert len(pruned.model.projection["prototypes"]) == pruned.model.head.num_prototypes
+    assert len(pruned.model.projection.prototypes) == pruned.model.head.num_prototypes
     # A pruned model still explains.
     from protolm.explain import explain
 

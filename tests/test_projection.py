@@ -1,5 +1,6 @@
 """Projection ties prototypes to real training examples of their own class, streaming, exactly."""
 
+import dataclasses
 import json
 
 import torch
@@ -11,7 +12,7 @@ from protolm.projection import Neighbours, StreamingTopK, assign_distinct, neare
 def datamodule(loaded):
     from omegaconf import OmegaConf
 
-    from protolm.commands import datamodule_for
+    from protolm.cli.tool import datamodule_for
 
     return datamodule_for(loaded, OmegaConf.create({"data": {}}))
 
@@ -59,29 +60,29 @@ def test_streaming_state_is_bounded_by_prototypes_times_m():
 
 def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run, tiny_loaded):
     model, record = tiny_loaded.model, tiny_loaded.model.projection
-    assert record["mode"] == "replace" and record["shared_examples"] == 0
+    assert record.mode == "replace" and record.shared_examples == 0
     dm = datamodule(tiny_loaded)
     split = dm.role_split("train")
-    anchors = [p["replaced_by"] for p in record["prototypes"]]
+    anchors = [p.replaced_by for p in record.prototypes]
     assert len(set(anchors)) == len(anchors)
     with torch.no_grad():
-        for p in record["prototypes"]:
-            j, index = p["prototype_id"], p["replaced_by"]
-            assert split.labels[index] == p["class"] == int(model.head.prototype_class[j])
+        for p in record.prototypes:
+            j, index = p.prototype_id, p.replaced_by
+            assert split.labels[index] == p.class_index == int(model.head.prototype_class[j])
             batch = next(iter(dm.dataloader("train", indices=[index], shard=False)))
             sims = model(batch)["similarities"][0]
             # The prototype sits on the example (distance 1/sim - eps below 1e-5, float noise of
             # batching aside), so it is that example's most similar prototype by far.
             assert 1 / sims[j] - model.head.eps < 1e-5 and int(sims.argmax()) == j
-            assert p["nearest"][0]["index"] == index and p["nearest"][0]["text"] == split.texts[index]
+            assert p.nearest[0].index == index and p.nearest[0].text == split.texts[index]
 
 
 def test_every_nearest_example_is_of_the_prototype_class_and_sorted(tiny_loaded):
-    for p in tiny_loaded.model.projection["prototypes"]:
-        assert p["nearest"] and all(n["label"] == p["class"] for n in p["nearest"])
-        scores = [n["similarity"] for n in p["nearest"]]
+    for p in tiny_loaded.model.projection.prototypes:
+        assert p.nearest and all(n.label == p.class_index for n in p.nearest)
+        scores = [n.similarity for n in p.nearest]
         assert scores == sorted(scores, reverse=True)
-        assert {"text", "label", "row", "similarity"} <= set(p["nearest"][0])
+        assert {"text", "label", "row", "similarity"} <= set(dataclasses.asdict(p.nearest[0]))
 
 
 def test_link_records_neighbours_without_moving_prototypes(tiny_run):
@@ -89,12 +90,12 @@ def test_link_records_neighbours_without_moving_prototypes(tiny_run):
     before = loaded.model.head.prototypes.detach().clone()
     record = project(loaded.model, datamodule(loaded), mode="link", top_k=3)
     assert torch.equal(loaded.model.head.prototypes, before)
-    assert record["mode"] == "link" and all(len(p["nearest"]) == 3 for p in record["prototypes"])
+    assert record.mode == "link" and all(len(p.nearest) == 3 for p in record.prototypes)
 
 
 def test_projection_travels_with_the_checkpoint_and_results(tiny_run):
     results = json.loads((tiny_run / "results.json").read_text())
-    assert results["best_checkpoint"].endswith("projected.ckpt")
+    assert results["shipped_checkpoint"].endswith("projected.ckpt")
     assert results["projection"]["mode"] == "replace"
     assert "unprojected/test/acc" in results["metrics"]
     saved = json.loads((tiny_run / "prototypes.json").read_text())
@@ -130,10 +131,10 @@ def test_projection_every_n_epochs_and_last_layer_phase(make_config):
         )
     )
     assert results["projection"]["mode"] == "replace"
-    loaded = load(results["best_checkpoint"])
+    loaded = load(results["shipped_checkpoint"])
     # After the last-layer phase the prototypes still sit on their examples.
     dm = datamodule(loaded)
-    index = loaded.model.projection["prototypes"][0]["replaced_by"]
+    index = loaded.model.projection.prototypes[0].replaced_by
     with torch.no_grad():
         sims = loaded.model(next(iter(dm.dataloader("train", indices=[index], shard=False))))["similarities"][0]
     assert 1 / sims[0] - loaded.model.head.eps < 1e-5

@@ -1,7 +1,9 @@
-"""Shared behaviour of the command-line entry points: clean errors, exit codes, multirun safety."""
+"""Shared behaviour of the command-line entry points: clean errors, exit codes, multirun safety,
+and the ``main`` of every root script (run.py's error handling; the tools' whole entry point)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -103,3 +105,31 @@ def run_main(fn, cfg: DictConfig):
             log.error("job failed: %s", message)
             return None
         sys.exit(1 if user_error else 2)
+
+
+def entry_point(config_name: str, command: str, free_text: tuple[str, ...] = ()):
+    """The ``main`` of a checkpoint tool's root script (explain.py, project.py, ...).
+
+    Hydra composes ``conf/<config_name>.yaml`` with the command line, exactly as
+    ``@hydra.main(config_path="conf", config_name=config_name)`` in the script would; ``command``
+    ("module:function") is imported only then, so ``--help`` and config errors stay fast, and runs
+    under :func:`run_main`. Arguments named in ``free_text`` are quoted first (:func:`quote_free_text`).
+    The tool's Hydra job name (its log file's name) is set in its config, as the script's name no
+    longer provides it.
+    """
+    import hydra
+
+    from protolm.config import CONF_DIR
+
+    def task(cfg: DictConfig):
+        module, _, name = command.partition(":")
+        return run_main(getattr(importlib.import_module(module), name), cfg)
+
+    hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
+
+    def main():
+        if free_text:
+            sys.argv = quote_free_text(sys.argv, free_text)
+        return hydra_main()
+
+    return main

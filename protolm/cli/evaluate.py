@@ -1,0 +1,64 @@
+"""evaluate.py: faithfulness of a checkpoint's explanations (faithfulness.json, faithfulness.md)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from protolm.cli.tool import datamodule_for, open_checkpoint, output_dir
+from protolm.errors import ConfigError
+from protolm.faithfulness import TARGETS, prototype_level, token_level
+from protolm.pipeline import write_json
+from protolm.render import faithfulness_table
+
+
+def _check(cfg: DictConfig, model) -> None:
+    if not model.is_prototype:
+        raise ConfigError(f"checkpoint {cfg.ckpt_path} has a linear head: prototype faithfulness needs head=prototype")
+    if model.regression:
+        raise ConfigError("faithfulness is defined on class probabilities: task is a regression")
+    if cfg.faithfulness.target not in TARGETS:
+        raise ConfigError(f"faithfulness.target={cfg.faithfulness.target!r} is not one of {', '.join(TARGETS)}")
+
+
+def _measure(cfg: DictConfig, loaded, dm) -> dict:
+    """faithfulness.json: the settings, the prototype-level and the token-level scores."""
+    f, model, split = cfg.faithfulness, loaded.model, dm.role_split(cfg.split)
+    max_length = loaded.config["data"]["max_length"]
+    ks = [k for k in f.prototype_ks if k < model.head.num_prototypes] + [model.head.num_prototypes]
+    rationales = ("attention", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
+    loader = dm.dataloader(cfg.split, shard=False)
+    return {
+        "checkpoint": str(cfg.ckpt_path),
+        "task": loaded.config["task"]["name"],
+        "split": split.name,
+        "split_origin": split.origin,
+        "examples": len(split),
+        "settings": OmegaConf.to_container(f, resolve=True) | {"prototype_ks": ks, "max_length": max_length},
+        "prototype_level": prototype_level(model, loader, ks, f.random_draws, f.seed, f.target),
+        "token_level": token_level(
+            model,
+            loaded.tokenizer,
+            split,
+            list(f.token_bins),
+            f.token_removal,
+            f.target,
+            f.seed,
+            cfg.batch_size,
+            max_length,
+            rationales,
+        ),
+    }
+
+
+def evaluate_command(cfg: DictConfig) -> dict:
+    loaded = open_checkpoint(cfg)
+    _check(cfg, loaded.model)
+    out = output_dir(cfg, ("faithfulness.json", "faithfulness.md"))
+    result = _measure(cfg, loaded, datamodule_for(loaded, cfg))
+    write_json(out / "faithfulness.json", result)
+    table = faithfulness_table(result)
+    (out / "faithfulness.md").write_text(table + "\n")
+    print(table)
+    Console().print(f"wrote {out / 'faithfulness.json'} and {out / 'faithfulness.md'}")
+    return {"output_dir": str(out), "result": result}
