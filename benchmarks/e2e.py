@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,31 +51,30 @@ def compose(overrides: list[str]):
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides)
     with open_dict(cfg):
-        cfg.paths.output_dir = "/tmp/protolm-bench"
+        cfg.paths.output_dir = str(Path(tempfile.gettempdir()) / "protolm-bench")
     return cfg
 
 
 def build(cfg):
-    from omegaconf import OmegaConf
-
+    from protolm.assemble import build_datamodule, build_model
     from protolm.backbone import load_tokenizer
-    from protolm.data.task import TaskSpec
-    from protolm.train import build_datamodule, build_model
+    from protolm.config import read_settings
 
     L.seed_everything(cfg.seed, verbose=False)
-    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
-    dm = build_datamodule(cfg, task, load_tokenizer(OmegaConf.to_container(cfg.backbone, resolve=True)))
-    return dm, build_model(cfg, task)
+    settings = read_settings(cfg)
+    dm = build_datamodule(settings, load_tokenizer(settings.backbone))
+    return dm, build_model(settings)
 
 
 def framework(cfg) -> dict:
-    from protolm.train import trainer_kwargs
+    from protolm.assemble import trainer_kwargs
+    from protolm.config import read_settings
 
     dm, model = build(cfg)
     timer = StepTimer()
     trainer = L.Trainer(
         **trainer_kwargs(
-            cfg,
+            read_settings(cfg),
             limit_val_batches=0,
             enable_checkpointing=False,
             logger=False,
@@ -162,7 +162,7 @@ def main():
             base + ["head=prototype", "data.length_grouping=false", "data.dynamic_padding=false"],
         ),
     }
-    # Interleaved rounds: this machine's speed drifts by 10-20 % over minutes, so the variants
+    # Interleaved rounds: a shared CPU's speed drifts by 10-20 % over minutes, so the variants
     # compared with each other run side by side, and each figure is the median over rounds.
     names = args.rows.split(",")
     measured = {name: [] for name in names}

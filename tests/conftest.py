@@ -40,8 +40,9 @@ def minilm_tokenizer():
     from omegaconf import OmegaConf
 
     from protolm.backbone import load_tokenizer
+    from protolm.config import BackboneConfig, section
 
-    return load_tokenizer(OmegaConf.to_container(OmegaConf.load(CONF / "backbone" / "minilm.yaml")))
+    return load_tokenizer(section(OmegaConf.load(CONF / "backbone" / "minilm.yaml"), BackboneConfig))
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,12 @@ def tiny_run(tmp_path_factory):
     from protolm.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
-    overrides = ["head.num_prototypes=8", "trainer.max_epochs=2", "data.max_train_samples=160", "health.plot_max_examples=100"]
+    overrides = [
+        "head.num_prototypes=8",
+        "trainer.max_epochs=2",
+        "data.max_train_samples=160",
+        "health.plot_max_examples=100",
+    ]
     train(compose_config(run, TINY + overrides))
     return run
 

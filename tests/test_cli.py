@@ -1,8 +1,8 @@
 """The command line as users meet it: run.py's errors are one clear message, never a bare traceback."""
 
 import pytest
+
 from tests.support import BACKBONES, TASKS, assert_clean_failure, run_cli
-from omegaconf import OmegaConf
 
 HUB_IDS = {
     "bert-base-uncased": "google-bert/bert-base-uncased",
@@ -16,11 +16,13 @@ HUB_IDS = {
 }
 
 
+@pytest.mark.no_data
 def test_every_required_option_exists():
     assert {"sst2", "sst5", "imdb", "qnli", "mnli", "rte", "mrpc", "wnli", "pubmedqa", "biosses"} <= set(TASKS)
     assert set(HUB_IDS) <= set(BACKBONES)
 
 
+@pytest.mark.no_data
 @pytest.mark.parametrize("name", sorted(HUB_IDS))
 def test_backbone_configs_compose_with_their_hub_ids(name, make_config):
     cfg = make_config(f"backbone={name}", "task=rte")
@@ -29,16 +31,19 @@ def test_backbone_configs_compose_with_their_hub_ids(name, make_config):
     assert cfg.backbone.pooling in ("cls", "mean")
 
 
+@pytest.mark.no_data
 def test_any_hub_encoder_by_pretrained(make_config):
     cfg = make_config("backbone=hf", "backbone.pretrained=google-bert/bert-base-cased")
     from protolm.backbone import resolve_source
+    from protolm.config import BackboneConfig, section
 
-    assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
+    assert resolve_source(section(cfg.backbone, BackboneConfig)) == "google-bert/bert-base-cased"
     # Overriding pretrained on the packaged MiniLM config must not silently load MiniLM.
     cfg = make_config("backbone.pretrained=google-bert/bert-base-cased")
-    assert resolve_source(OmegaConf.to_container(cfg.backbone)) == "google-bert/bert-base-cased"
+    assert resolve_source(section(cfg.backbone, BackboneConfig)) == "google-bert/bert-base-cased"
 
 
+@pytest.mark.no_data
 @pytest.mark.parametrize(
     "group,bad,valid",
     [
@@ -52,21 +57,25 @@ def test_unknown_option_names_list_the_valid_ones(group, bad, valid):
     assert_clean_failure(result, f"Could not find '{group}/{bad}'", "Available options", valid)
 
 
+@pytest.mark.no_data
 def test_unknown_key_is_refused():
-    assert_clean_failure(run_cli("run.py", "head.num_protos=4"), "Key 'num_protos' is not in struct")
+    assert_clean_failure(run_cli("run.py", "head.num_protos=4"), "Key 'num_protos' not in 'PrototypeHeadConfig'")
 
 
+@pytest.mark.no_data
 def test_bad_value_is_one_line_naming_the_key():
     result = run_cli("run.py", "backbone=tiny", "head.num_prototypes=25")
     assert_clean_failure(result, "error: head.num_prototypes=25 must be a multiple of task sst2's 2 classes")
     assert result.returncode == 1
 
 
+@pytest.mark.no_data
 def test_missing_data_names_the_paths_tried_and_the_fix(tmp_path):
     result = run_cli("run.py", "backbone=tiny", f"data.data_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=none")
     assert_clean_failure(result, f"{tmp_path}/sst2/train.tsv", "data.data_dir=", "PROTOLM_DATA_DIR")
 
 
+@pytest.mark.no_data
 def test_hub_backbone_offline_fails_fast_with_the_fix():
     result = run_cli("run.py", "backbone=roberta-large", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     assert_clean_failure(

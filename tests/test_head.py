@@ -6,6 +6,9 @@ import torch
 from protolm import PrototypeHead
 from protolm.head import SIMILARITIES, LinearHead
 
+# Pure tensor and config checks: they run without the task data.
+pytestmark = pytest.mark.no_data
+
 
 def batch(b=4, length=7, h=16, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -1,11 +1,16 @@
-"""The loss terms move prototypes the way DESIGN.md section 1 says, for every similarity."""
+"""The loss terms move prototypes the way docs/method.md ("Losses") says, for every similarity."""
 
 import pytest
 import torch
 
 from protolm import PrototypeHead
+from protolm.config import LossConfig
+from protolm.errors import ConfigError
 from protolm.head import SIMILARITIES
-from protolm.losses import cohesion_separation, resolve_k
+from protolm.losses import cohesion_separation
+
+# Pure tensor and config checks: they run without the task data.
+pytestmark = pytest.mark.no_data
 
 
 def setup(similarity, seed=0):
@@ -95,27 +100,48 @@ def test_regression_has_no_separation_term():
     assert sep.item() == 0 and coh.item() < 0
 
 
-@pytest.mark.parametrize("ratio,per_class,k", [(0.5, 10, 5), (0.05, 10, 1), (0.99, 4, 3), (1, 10, 1), (3.0, 10, 3)])
-def test_resolve_k(ratio, per_class, k):
-    assert resolve_k(ratio, per_class) == k
+@pytest.mark.parametrize(
+    "given,per_class,k",
+    [
+        ({"k_fraction": 0.5}, 10, 5),
+        ({"k_fraction": 0.05}, 10, 1),
+        ({"k_fraction": 0.99}, 4, 3),
+        ({"k_fraction": 1.0}, 10, 10),  # a fraction of 1 is every prototype of the class, never K = 1
+        ({"k": 1}, 10, 1),
+        ({"k": 3, "k_fraction": 0.9}, 10, 3),  # a count wins over the fraction
+    ],
+)
+def test_k_from_a_count_or_a_fraction(given, per_class, k):
+    assert LossConfig(**given).k_for(per_class) == k
 
 
-@pytest.mark.parametrize("ratio", [0, -0.5, 1.5, 11])
-def test_resolve_k_rejects_bad_ratios_naming_the_key(ratio):
-    with pytest.raises(ValueError, match="loss.cohsep_ratio"):
-        resolve_k(ratio, 10)
+@pytest.mark.parametrize(
+    "given,key",
+    [
+        ({"k_fraction": 0}, "loss.k_fraction"),
+        ({"k_fraction": -0.5}, "loss.k_fraction"),
+        ({"k_fraction": 1.5}, "loss.k_fraction"),
+        ({"k": 0}, "loss.k"),
+        ({"k": 2.5}, "loss.k"),
+    ],
+)
+def test_bad_k_is_refused_naming_the_key(given, key):
+    with pytest.raises(ConfigError, match=key):
+        LossConfig(**given)
+
+
+def test_k_above_the_prototypes_per_class_is_refused():
+    with pytest.raises(ConfigError, match=r"loss.k=11 must be at most the 10 prototypes per class"):
+        LossConfig(k=11).k_for(10)
 
 
 def test_model_objective_combines_terms_with_the_configured_weights(make_config):
     """Through ProtoLM.losses: weights multiply the terms, and cohesion alone pulls prototypes in."""
-    from omegaconf import OmegaConf
+    from protolm.assemble import build_model
+    from protolm.config import read_settings
 
-    from protolm.data.task import TaskSpec
-    from protolm.train import build_model
-
-    cfg = make_config("backbone=tiny", "loss.ce=0", "loss.cohesion=1", "loss.separation=0")
-    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task))
-    model = build_model(cfg, task)
+    cfg = make_config("backbone=tiny", "loss.task=0", "loss.cohesion=1", "loss.separation=0")
+    model = build_model(read_settings(cfg))
     pooled = torch.randn(4, model.head.hidden_size)
     sims = model.head.similarities(pooled)
     out = {"logits": model.head.logits_from_similarities(sims), "similarities": sims}

@@ -3,12 +3,12 @@ checkpointing, frozen lower layers."""
 
 import pytest
 import torch
-from tests.support import TINY
-from omegaconf import OmegaConf
 
+from protolm.assemble import build_datamodule, build_model
 from protolm.backbone import load_tokenizer
-from protolm.data.task import TaskSpec
-from protolm.train import build_datamodule, build_model, train
+from protolm.config import read_settings
+from protolm.train import train
+from tests.support import TINY
 
 NO_DROPOUT = "+backbone.config_overrides.hidden_dropout_prob=0.0"
 NO_ATTN_DROPOUT = "+backbone.config_overrides.attention_probs_dropout_prob=0.0"
@@ -16,10 +16,10 @@ NO_ATTN_DROPOUT = "+backbone.config_overrides.attention_probs_dropout_prob=0.0"
 
 def model_and_batch(make_config, *overrides):
     cfg = make_config(*TINY, NO_DROPOUT, NO_ATTN_DROPOUT, "head.num_prototypes=4", *overrides)
-    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task))
+    settings = read_settings(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg, task)
-    dm = build_datamodule(cfg, task, load_tokenizer(OmegaConf.to_container(cfg.backbone)))
+    model = build_model(settings)
+    dm = build_datamodule(settings, load_tokenizer(settings.backbone))
     return model, next(iter(dm.dataloader("train", shuffle=True)))
 
 

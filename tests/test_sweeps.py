@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.support import BACKBONES, CONF, REPO, TASKS, TINY, run_cli
 
 FAST = TINY + [
@@ -38,6 +39,7 @@ def test_failing_jobs_do_not_lose_the_others(tmp_path):
     assert "3 failed" in result.stdout and "trainer.strategy=bogus" in result.stdout
 
 
+@pytest.mark.no_data
 def test_wandb_runs_of_one_sweep_share_a_group():
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
@@ -135,6 +137,7 @@ def test_submitit_local_launcher_runs_each_job_in_its_own_process(tmp_path):
     assert (tmp_path / ".submitit").is_dir()
 
 
+@pytest.mark.no_data
 def test_slurm_launcher_ties_resources_to_the_trainer(make_config):
     from hydra import compose, initialize_config_dir
 
@@ -169,7 +172,7 @@ def test_wandb_offline_logs_config_metrics_prototypes_and_resumes_the_same_run(m
     train(make_config(*overrides))
     run = tmp_path / "run"
     run_id = (run / "wandb_run_id").read_text().strip()
-    expected = (b"cohsep_ratio", b"final/test/acc", b"train/loss_epoch", b"sst2-tiny-prototype-s42")
+    expected = (b"k_fraction", b"final/test/acc", b"train/loss_epoch", b"sst2-tiny-prototype-s42")
     path, data = wandb_file(run, expected)
     assert path.name == f"run-{run_id}.wandb"
     for logged in expected:
@@ -216,9 +219,9 @@ def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
     from omegaconf import OmegaConf
 
     from protolm.checkpoint import load
-    from protolm.commands import datamodule_for
+    from protolm.cli.tool import datamodule_for
 
-    loaded = load(results["best_checkpoint"])
+    loaded = load(results["shipped_checkpoint"])
     dm = datamodule_for(loaded, OmegaConf.create({"data": {}}))
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     measured = single.test(loaded.model, datamodule=dm, verbose=False)[0]
@@ -227,9 +230,11 @@ def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
         assert results["metrics"][key] == pytest.approx(measured[key], abs=1e-6), key
 
 
-EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.yaml"))
+# The shared bases (_ablation, _mini_ablation) are not run on their own.
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 
 
+@pytest.mark.no_data
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_into_a_valid_sweep(name):
     from hydra import compose, initialize_config_dir
@@ -243,12 +248,12 @@ def test_every_experiment_composes_into_a_valid_sweep(name):
         assert not backbone or backbone in BACKBONES
     if name.startswith("mini_"):
         assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "cpu"
-    if "loss.cohsep_ratio" in params:  # every value a different K, or the sweep repeats a cell
-        from protolm.losses import resolve_k
+    if "loss.k_fraction" in params:  # every value a different K, or the sweep repeats a cell
+        from protolm.config import LossConfig
 
-        ratios = str(params["loss.cohsep_ratio"]).split(",")
-        ks = [resolve_k(float(r), cfg.head.prototypes_per_class) for r in ratios]
-        assert len(set(ks)) == len(ks), dict(zip(ratios, ks))
+        fractions = str(params["loss.k_fraction"]).split(",")
+        ks = [LossConfig(k_fraction=float(f)).k_for(cfg.head.prototypes_per_class) for f in fractions]
+        assert len(set(ks)) == len(ks), dict(zip(fractions, ks))
     if name == "main_table":
         assert set(params.task.split(",")) == {
             "sst2",
@@ -266,6 +271,7 @@ def test_every_experiment_composes_into_a_valid_sweep(name):
         assert set(params.head.split(",")) == {"prototype", "linear"}
 
 
+@pytest.mark.no_data
 def test_wandb_sweep_file_names_real_keys():
     sweep = yaml.safe_load((REPO / "experiments" / "wandb_sweep.yml").read_text())
     assert sweep["program"] == "run.py" and "${args_no_hyphens}" in sweep["command"]

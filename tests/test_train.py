@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from tests.support import TASKS, TINY
 
 from protolm.errors import ConfigError
 from protolm.train import train
+from tests.support import TASKS, TINY
 
 # QNLI and MNLI ship only dev files here: train on the dev file to exercise the plumbing.
 LOCAL_TRAIN = {"qnli": ["task.local.train=qnli/dev.tsv"], "mnli": ["task.local.train=mnli/dev.jsonl"]}
@@ -36,17 +36,17 @@ def test_results_json_and_checkpoints_of_a_short_run(make_config, tmp_path):
     run = tmp_path / "run"
     saved = json.loads((run / "results.json").read_text())
     assert saved == json.loads(json.dumps(results))
-    for key in ("task", "backbone", "head", "num_prototypes", "seed", "metrics", "best_checkpoint", "config"):
+    for key in ("task", "backbone", "head", "num_prototypes", "seed", "metrics", "shipped_checkpoint", "config"):
         assert key in saved
     assert saved["num_prototypes"] == 6 and saved["seed"] == 7
     assert (run / "checkpoints" / "last.ckpt").exists()
     assert saved["selected_checkpoint"].startswith(str(run / "checkpoints" / "best-"))
-    assert saved["best_checkpoint"] == str(run / "checkpoints" / "projected.ckpt")  # projected after selection
+    assert saved["shipped_checkpoint"] == str(run / "checkpoints" / "projected.ckpt")  # projected after selection
     assert saved["splits"]["test"]["split"] == "validation" and saved["splits"]["val"]["split"] == "heldout"
     logged = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss_epoch", "train/cohesion_epoch", "val/prototypes_used", "train/prototypes_used"} <= set(logged)
     # The checkpoint carries what is needed to rebuild the model offline, and loads weights-only.
-    ckpt = torch.load(saved["best_checkpoint"], weights_only=True)
+    ckpt = torch.load(saved["shipped_checkpoint"], weights_only=True)
     meta = ckpt["protolm"]
     assert meta["config"]["head"]["num_prototypes"] == 6 and "tokenizer_config.json" in meta["tokenizer_files"]
     assert {"head.prototypes", "head.prototype_class"} <= set(ckpt["state_dict"])
@@ -92,7 +92,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(make_c
     [
         ("head.num_prototypes=5", "head.num_prototypes=5 must be a multiple of task sst2's 2 classes"),
         ("loss.cohesion=-1", "loss.cohesion=-1 must be a number in [0, inf)"),
-        ("loss.cohsep_ratio=1.5", "loss.cohsep_ratio=1.5 must be a fraction in (0, 1)"),
+        ("loss.k_fraction=1.5", "loss.k_fraction=1.5 must be a number in (0, 1]"),
         ("head.similarity=dot", "head.similarity='dot' is not one of: inv_l2, log_l2, cosine"),
         ("optim.warmup_ratio=1.2", "optim.warmup_ratio=1.2 must be a number in [0, 1)"),
         ("+trainer.max_epoch=3", "trainer: unknown key 'max_epoch' (did you mean 'max_epochs'?)"),
@@ -104,19 +104,17 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, message, make_c
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_prototypes_start_on_training_examples_of_their_class(make_config):
+def test_prototypes_start_on_training_examples_of_their_class(make_config, tmp_path):
     """train_embeddings init: each prototype equals the pooled embedding of a training example of its class."""
-    from omegaconf import OmegaConf
-
+    from protolm.assemble import build_datamodule, build_model, build_trainer
     from protolm.backbone import load_tokenizer
-    from protolm.data.task import TaskSpec
-    from protolm.train import build_datamodule, build_model, build_trainer
+    from protolm.config import read_settings
 
     cfg = make_config(*TINY, "head.num_prototypes=6", "trainer.max_steps=0", "data.max_train_samples=200")
-    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task))
-    dm = build_datamodule(cfg, task, load_tokenizer(OmegaConf.to_container(cfg.backbone)))
-    model = build_model(cfg, task)
-    trainer = build_trainer(cfg, [], [])
+    settings = read_settings(cfg)
+    dm = build_datamodule(settings, load_tokenizer(settings.backbone))
+    model = build_model(settings)
+    trainer = build_trainer(settings, [], [], tmp_path)
     trainer.fit(model, datamodule=dm)
     assert bool(model.head.prototypes_initialized)
     model.eval()
