@@ -26,7 +26,6 @@ from protolm.errors import ConfigError, check_choice, check_keys, check_number
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 
-SIMILARITIES = ("inv_l2", "log_l2", "cosine")
 PROTOTYPE_INITS = ("train_embeddings", "random")
 SCHEDULERS = ("linear", "cosine", "constant")
 POOLINGS = ("cls", "mean")
@@ -79,6 +78,8 @@ class PrototypeHeadConfig:
     def __post_init__(self):
         check_number("head.num_prototypes", self.num_prototypes, low=1, integer=True, allow_none=True)
         check_number("head.prototypes_per_class", self.prototypes_per_class, low=1, integer=True)
+        from protolm.head import SIMILARITIES  # here, not at the top: reading a config needs no torch
+
         check_choice("head.similarity", self.similarity, SIMILARITIES)
         check_choice("head.prototype_init", self.prototype_init, PROTOTYPE_INITS)
         check_number("head.eps", self.eps, low=0, low_open=True)
@@ -375,8 +376,10 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
 
 def prototype_count(head: PrototypeHeadConfig, task_name: str, num_classes: int) -> int:
     """P for this task: head.num_prototypes, else prototypes_per_class x C; a multiple of C."""
+    from protolm.head import equal_blocks_error
+
     count = head.num_prototypes if head.num_prototypes is not None else head.prototypes_per_class * num_classes
-    if count % num_classes or count < num_classes:
+    if equal_blocks_error(count, num_classes):
         lower = max(num_classes, count // num_classes * num_classes)
         raise ConfigError(
             f"head.num_prototypes={count} must be a multiple of task {task_name}'s "

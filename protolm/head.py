@@ -72,6 +72,15 @@ def similarity_from_pooled(pooled: torch.Tensor, prototypes: torch.Tensor, kind:
     raise ValueError(f"head.similarity={kind!r} is not one of {', '.join(SIMILARITIES)}")
 
 
+def equal_blocks_error(num_prototypes: int, num_classes: int) -> str | None:
+    """Why ``num_prototypes`` cannot form ``num_classes`` equal class blocks (None when they can)."""
+    if num_classes < 1 or num_prototypes < num_classes or num_prototypes % num_classes:
+        return (
+            f"head.num_prototypes={num_prototypes} must be a positive multiple of the number of classes ({num_classes})"
+        )
+    return None
+
+
 def prototype_classes(num_prototypes: int, num_classes: int) -> torch.Tensor:
     """Class of each prototype: P/C prototypes per class in contiguous blocks."""
     per_class = num_prototypes // num_classes
@@ -104,11 +113,8 @@ class PrototypeHead(nn.Module):
         if similarity not in SIMILARITIES:
             raise ValueError(f"head.similarity={similarity!r} is not one of {', '.join(SIMILARITIES)}")
         if prototype_class is None:
-            if num_classes < 1 or num_prototypes < num_classes or num_prototypes % num_classes:
-                raise ValueError(
-                    f"head.num_prototypes={num_prototypes} must be a positive multiple of the "
-                    f"number of classes ({num_classes})"
-                )
+            if equal_blocks_error(num_prototypes, num_classes):
+                raise ValueError(equal_blocks_error(num_prototypes, num_classes))
             prototype_class = prototype_classes(num_prototypes, num_classes)
         prototype_class = torch.as_tensor(prototype_class, dtype=torch.long)
         counts = torch.bincount(prototype_class, minlength=num_classes)
