@@ -23,7 +23,9 @@ class PrototypeHealth:
     nearest_count: int  # examples whose most similar prototype this is
     top_contributor_count: int  # examples whose predicted class it contributes most to
     dead: bool  # neither, on any example
-    purity: float | None  # share of its k nearest examples (any class) in its class; None for a regression
+    # Share of its k nearest training examples (any class, its replace anchor excluded) in its
+    # class; None for a regression.
+    purity: float | None
     shares_nearest_example_with: list[int]  # prototypes anchored on the same example
     near_identical_to: list[int]  # prototypes at least duplicate_cosine cosine-similar
 
@@ -51,6 +53,7 @@ class HealthReport:
     usage_split: str
     usage_examples: int
     purity_k: int
+    purity_excludes_anchor: bool  # a replace projection: each prototype's own example is not counted
     duplicate_cosine: float
     summary: HealthSummary
     prototypes: list[PrototypeHealth]
@@ -124,6 +127,20 @@ def _usage_and_neighbours(model, datamodule, k: int, usage_role: str) -> tuple[U
     return usage, neighbours
 
 
+def _replace_anchors(model) -> list[int | None]:
+    """Per prototype, the training example a replace projection moved it onto (None: not replaced)."""
+    records = [projected_record(model, j) for j in range(model.head.num_prototypes)]
+    return [record.replaced_by if record is not None else None for record in records]
+
+
+def _purity(labels: list, indices: list[int], class_index: int, anchor: int | None, k: int) -> float | None:
+    """Share of the k nearest examples other than ``anchor`` that are of ``class_index``. A prototype
+    sitting on its anchor has it as its nearest example, of its class by construction: counting
+    it would add a point of purity that says nothing about the neighbourhood."""
+    nearest = [i for i in indices if i >= 0 and i != anchor][:k]
+    return sum(labels[i] == class_index for i in nearest) / len(nearest) if nearest else None
+
+
 def _anchors(model, neighbours: Neighbours) -> list[int]:
     """A prototype's anchor: its nearest example of its class from the projection when there is one,
     else its nearest example of any class. Prototypes sharing an anchor are duplicates."""
@@ -156,15 +173,17 @@ def prototype_health(
     model, datamodule, k: int = 10, usage_role: str = "train", duplicate_cosine: float = 0.999
 ) -> HealthReport:
     """Per-prototype report and summary. Purity: share of the k nearest training examples (any
-    class, by the model's similarity) that belong to the prototype's class."""
-    usage, neighbours = _usage_and_neighbours(model, datamodule, k, usage_role)
+    class, by the model's similarity) that belong to the prototype's class, not counting the
+    example a replace projection put the prototype on (k + 1 are retrieved, the anchor dropped)."""
+    replaced = _replace_anchors(model)
+    excludes_anchor = any(a is not None for a in replaced)
+    usage, neighbours = _usage_and_neighbours(model, datamodule, k + 1 if excludes_anchor else k, usage_role)
     nearest, top, seen = usage.totals()
     labels = datamodule.role_split("train").labels
     anchors, identical = _anchors(model, neighbours), _near_identical(model, duplicate_cosine)
     rows = []
     for j in range(model.head.num_prototypes):
         c = int(model.head.prototype_class[j])
-        idx = [i for i in neighbours.indices[j].tolist() if i >= 0]
         rows.append(
             PrototypeHealth(
                 prototype_id=j,
@@ -172,13 +191,21 @@ def prototype_health(
                 nearest_count=int(nearest[j]),
                 top_contributor_count=int(top[j]),
                 dead=bool(nearest[j] == 0 and top[j] == 0),
-                purity=None if model.regression or not idx else sum(labels[i] == c for i in idx) / len(idx),
+                purity=None if model.regression else _purity(labels, neighbours.indices[j].tolist(), c, replaced[j], k),
                 shares_nearest_example_with=[i for i, a in enumerate(anchors) if i != j and a == anchors[j]],
                 near_identical_to=identical[j],
             )
         )
     usage_split = datamodule.role_split(usage_role).name
-    return HealthReport(usage_split, seen, k, duplicate_cosine, _summary(rows), rows)
+    return HealthReport(
+        usage_split=usage_split,
+        usage_examples=seen,
+        purity_k=k,
+        purity_excludes_anchor=excludes_anchor,
+        duplicate_cosine=duplicate_cosine,
+        summary=_summary(rows),
+        prototypes=rows,
+    )
 
 
 def prune_prototypes(model, report: HealthReport, min_purity: float) -> PruneResult:

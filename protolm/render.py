@@ -138,7 +138,9 @@ def render_html(explanations: list[dict], title: str, meta: dict) -> str:
 def print_health(report, console: Console | None = None) -> None:
     """A :class:`protolm.health.HealthReport` as a table of prototypes and its summary."""
     console = console or Console()
-    table = Table(title="prototype health", header_style="bold")
+    anchor = ", its replace anchor excluded" if report.purity_excludes_anchor else ""
+    caption = f"purity: share of the {report.purity_k} nearest training examples{anchor} in the prototype's class"
+    table = Table(title="prototype health", caption=caption, header_style="bold")
     for column in ("id", "class", "nearest", "top contributor", "purity", "dead", "duplicates"):
         table.add_column(column)
     for r in report.prototypes:
@@ -164,17 +166,40 @@ def faithfulness_table(result: dict) -> str:
         f"# Faithfulness: {result['task']} / {result['split']} ({result['examples']} examples, target: "
         f"{settings['target']} class)",
         "",
+        *_prototype_lines(result["prototype_level"]),
+    ]
+    return "\n".join(lines + _token_lines(result["token_level"]["by_rationale"], settings))
+
+
+def _score(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+# The scores of a by_k entry: the top k, then k random prototypes of any class and of the target class.
+PREFIXES = ("", "random_", "random_same_class_")
+
+
+def _prototype_lines(level: dict) -> list[str]:
+    """The prototype-level table; k = P (every prototype) is left out, it measures no explanation."""
+    lines = [
         "## Prototype level (drop in the target class probability)",
         "",
-        "| k | comprehensiveness | random k | sufficiency | random k |",
-        "|---|---|---|---|---|",
+        "| k | comprehensiveness | random k | random k, same class | sufficiency | random k | random k, same class |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for k, v in result["prototype_level"]["by_k"].items():
-        lines.append(
-            f"| {k} | {v['comprehensiveness']:.4f} | {v['random_comprehensiveness']:.4f} | "
-            f"{v['sufficiency']:.4f} | {v['random_sufficiency']:.4f} |"
-        )
-    return "\n".join(lines + _token_lines(result["token_level"]["by_rationale"], settings))
+    for k, v in level["by_k"].items():
+        if "prototypes" in level and int(k) >= level["prototypes"]:
+            continue
+        scores = [v.get(f"{prefix}{kind}") for kind in ("comprehensiveness", "sufficiency") for prefix in PREFIXES]
+        lines.append(f"| {k} | " + " | ".join(map(_score, scores)) + " |")
+    block = level.get("smallest_class_block")
+    note = f"; n/a for k above {block}, the smallest class block" if block is not None else ""
+    return lines + [
+        "",
+        "Random k: k prototypes of any class. Random k, same class: k prototypes of the target class; "
+        "own-class weights are positive and the others negative, so the top k are mostly the target "
+        f"class's own prototypes and this is the baseline that tests their ranking{note}.",
+    ]
 
 
 def _token_lines(by_rationale: dict, settings: dict) -> list[str]:
@@ -193,7 +218,11 @@ def _token_lines(by_rationale: dict, settings: dict) -> list[str]:
         suff = " | ".join(f"{by_bin[str(q)]['sufficiency']:.4f}" for q in bins)
         aopc = by_bin["aopc"]
         lines.append(f"| {name} | {comp} | {aopc['comprehensiveness']:.4f} | {suff} | {aopc['sufficiency']:.4f} |")
-    return lines
+    return lines + [
+        "",
+        "Bin q: the top ceil(q·n) of an example's n content tokens. AOPC: per example, the mean over its "
+        "distinct bin sizes (bins that round to the same size count once), then over examples.",
+    ]
 
 
 # ---------------------------------------------------------------------------- projection

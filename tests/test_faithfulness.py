@@ -129,16 +129,28 @@ def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path):
         f"ckpt_path={ckpt}",
         "data.max_eval_samples=12",
         "faithfulness.random_draws=2",
-        "faithfulness.prototype_ks=[1,2]",
+        "faithfulness.prototype_ks=[1,2,5,8]",
         f"hydra.run.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
     out = json.loads((tmp_path / "faithfulness.json").read_text())
     assert out["examples"] == 12 and out["split"] == "validation"
     assert out["settings"]["token_bins"] == [0.01, 0.05, 0.1, 0.2, 0.5] and out["settings"]["token_removal"] == "delete"
-    assert out["settings"]["prototype_ks"] == [1, 2, 8] and out["settings"]["target"] == "predicted"
+    # k = 8 is every prototype: removing them all measures nothing, so it is left out.
+    assert out["settings"]["prototype_ks"] == [1, 2, 5] and out["settings"]["target"] == "predicted"
     assert set(out["token_level"]["by_rationale"]) == {"attention", "random"}
-    assert "| attention |" in (tmp_path / "faithfulness.md").read_text()
+    by_k = out["prototype_level"]["by_k"]
+    assert set(by_k) == {"1", "2", "5"} and out["prototype_level"]["smallest_class_block"] == 4
+    for k in ("1", "2"):
+        assert isinstance(by_k[k]["random_same_class_comprehensiveness"], float)
+        assert isinstance(by_k[k]["random_same_class_sufficiency"], float)
+    # Five prototypes of one class do not exist (4 per class): no same-class baseline.
+    assert by_k["5"]["random_same_class_comprehensiveness"] is None
+    assert by_k["5"]["random_same_class_sufficiency"] is None
+    table = (tmp_path / "faithfulness.md").read_text()
+    assert "| attention |" in table
+    assert "random k, same class" in table and "| 8 |" not in table
+    assert any(line.startswith("| 5 |") and "n/a" in line for line in table.splitlines())
 
 
 def test_integrated_gradients_rationale_when_captum_is_installed(tiny_loaded, tiny_run):
@@ -154,3 +166,110 @@ def test_integrated_gradients_rationale_when_captum_is_installed(tiny_loaded, ti
         rationales=("attention", "random", "integrated_gradients"),
     )
     assert set(result["by_rationale"]) == {"attention", "random", "integrated_gradients"}
+
+
+# ------------------------------------------------------------ same-class prototype baseline
+class GivenSimilarities(nn.Module):
+    """A model whose similarities come with the batch; the head's own last layer makes the logits."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, head):
+        super().__init__()
+        self.head = head
+
+    def forward(self, batch):
+        sims = batch["similarities"].float()
+        return {"similarities": sims, "logits": self.head.logits_from_similarities(sims)}
+
+
+def given(rows, labels):
+    """One batch of fixed similarities (4 prototypes: 0, 1 of class 0; 2, 3 of class 1)."""
+    return [{"similarities": torch.tensor(rows, dtype=torch.float), "labels": torch.tensor(labels)}]
+
+
+def sigmoid(x: float) -> float:
+    return float(torch.sigmoid(torch.tensor(x, dtype=torch.float64)))
+
+
+@pytest.mark.no_data
+def test_same_class_baseline_shows_that_top_k_is_just_the_class_block():
+    from protolm.head import PrototypeHead
+
+    model = GivenSimilarities(PrototypeHead(4, 4, 2)).eval()  # weights +1 own class, -0.5 other
+    # Both class-1 prototypes equally similar: logits (0, 3), the prediction is class 1.
+    result = prototype_level(model, given([[1, 1, 2, 2]], [1]), ks=[1, 2, 3], random_draws=20)
+    full = sigmoid(3)
+    one, two, three = (result["by_k"][k] for k in ("1", "2", "3"))
+    # Removing either class-1 prototype gives logits (1, 1): a random one of the class is exactly as
+    # "important" as the top one, which the all-class baseline (that may remove a class-0 one) hides.
+    assert one["comprehensiveness"] == pytest.approx(full - 0.5, abs=1e-6)
+    assert one["random_same_class_comprehensiveness"] == pytest.approx(full - 0.5, abs=1e-6)
+    assert one["random_same_class_sufficiency"] == pytest.approx(one["sufficiency"], abs=1e-6)
+    assert one["random_comprehensiveness"] < one["comprehensiveness"]
+    # k = the class block: top-k and the same-class draw both remove (keep) the whole block.
+    assert two["comprehensiveness"] == pytest.approx(full - sigmoid(-3), abs=1e-6)
+    assert two["random_same_class_comprehensiveness"] == pytest.approx(full - sigmoid(-3), abs=1e-6)
+    assert two["sufficiency"] == pytest.approx(full - sigmoid(6), abs=1e-6)
+    assert two["random_same_class_sufficiency"] == pytest.approx(full - sigmoid(6), abs=1e-6)
+    # More prototypes than the class has: no same-class draw exists.
+    assert three["random_same_class_comprehensiveness"] is None and three["random_same_class_sufficiency"] is None
+    assert three["random_comprehensiveness"] is not None
+
+
+@pytest.mark.no_data
+def test_same_class_baseline_draws_from_the_target_class_only():
+    from protolm.head import PrototypeHead
+
+    model = GivenSimilarities(PrototypeHead(4, 4, 2)).eval()
+    # Logits (0, 3): predicted class 1; removing prototype 2 gives (1.5, 0), prototype 3 gives (0.5, 2).
+    rows, full = [[1, 1, 3, 1]] * 100, sigmoid(3)
+    result = prototype_level(model, given(rows, [0] * 100), ks=[1], random_draws=20)["by_k"]["1"]
+    expected = full - (sigmoid(-1.5) + sigmoid(1.5)) / 2  # the mean over the class's two prototypes
+    assert result["comprehensiveness"] == pytest.approx(full - sigmoid(-1.5), abs=1e-6)
+    assert result["random_same_class_comprehensiveness"] == pytest.approx(
+        expected, abs=0.03
+    )  # 2000 draws: 4 standard errors
+    # target=true: the label, class 0, whose block is prototypes 0 and 1 (equal: either gives the same).
+    true = prototype_level(model, given([[1, 1, 3, 1]], [0]), ks=[1], random_draws=5, target="true")["by_k"]["1"]
+    # Class 0's probability sigmoid(-3); without prototype 0 or 1 the logits are (-1, 3.5).
+    assert true["random_same_class_comprehensiveness"] == pytest.approx(sigmoid(-3) - sigmoid(-4.5), abs=1e-6)
+    assert true["comprehensiveness"] == pytest.approx(sigmoid(-3) - sigmoid(-4.5), abs=1e-6)
+
+
+# ---------------------------------------------------------------------- token bin sizes
+class CountingModel(nn.Module):
+    """P(class 1) = sigmoid(0.3 x the number of content tokens left); attention favours early tokens."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id]
+        self.register_buffer("specials", torch.tensor(specials))
+
+    def forward(self, batch):
+        ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+        content = mask & ~torch.isin(ids, self.specials)
+        n = content.sum(-1).float()
+        attention = content.float() / torch.arange(1, ids.shape[1] + 1)
+        return {"logits": torch.stack([torch.zeros_like(n), 0.3 * n], -1), "attention": attention}
+
+
+@pytest.mark.no_data
+@pytest.mark.parametrize("removal", ["delete", "mask"])
+def test_token_aopc_counts_each_distinct_bin_size_once(minilm_tokenizer, removal):
+    text = "one two three four five six seven eight nine ten"
+    assert len(minilm_tokenizer(text)["input_ids"]) == 12  # ten content tokens
+    model = CountingModel(minilm_tokenizer).eval()
+    result = token_level(model, minilm_tokenizer, split_of([text], [1]), bins=[0.01, 0.05, 0.5], removal=removal)
+    by_bin = result["by_rationale"]["attention"]
+    p = {n: sigmoid(0.3 * n) for n in range(11)}
+    # 1 % and 5 % of ten tokens both round up to one token: the per-bin columns report it for each q...
+    for q in ("0.01", "0.05"):
+        assert by_bin[q]["comprehensiveness"] == pytest.approx(p[10] - p[9], abs=1e-6)
+        assert by_bin[q]["sufficiency"] == pytest.approx(p[10] - p[1], abs=1e-6)
+    assert by_bin["0.5"]["comprehensiveness"] == pytest.approx(p[10] - p[5], abs=1e-6)
+    # ...but the AOPC averages over the distinct sizes {1, 5}, counting the top-1 token once.
+    assert by_bin["aopc"]["comprehensiveness"] == pytest.approx(((p[10] - p[9]) + (p[10] - p[5])) / 2, abs=1e-6)
+    assert by_bin["aopc"]["sufficiency"] == pytest.approx(((p[10] - p[1]) + (p[10] - p[5])) / 2, abs=1e-6)

@@ -34,11 +34,51 @@ def test_purity_and_usage_match_a_brute_force_count(tiny_run):
     top_counts = torch.bincount(contribution.argmax(1), minlength=model.head.num_prototypes)
     for row in report.prototypes:
         j = row.prototype_id
-        top5 = torch.topk(sims[:, j], 5).indices
+        # The tiny run projects by replacement: each prototype sits on its anchor example, which is
+        # not counted; purity is over the 5 nearest other examples.
+        anchor = model.projection.record(j).replaced_by
+        assert anchor is not None
+        top5 = [i for i in torch.topk(sims[:, j], 6).indices.tolist() if i != anchor][:5]
         assert row.purity == pytest.approx(float((labels[top5] == row.class_index).float().mean()))
         assert row.nearest_count == int(nearest_counts[j]) and row.top_contributor_count == int(top_counts[j])
         assert row.dead == (row.nearest_count == 0 and row.top_contributor_count == 0)
     assert report.usage_examples == len(split)
+
+
+def pooled_train(model, dm) -> torch.Tensor:
+    pooled = torch.empty(len(dm.role_split("train")), model.head.hidden_size)
+    with torch.no_grad():
+        for batch in dm.dataloader("train", shard=False):
+            pooled[batch["index"]] = model(batch)["pooled"].float()
+    return pooled
+
+
+def test_purity_after_replace_does_not_count_the_anchor_example(tiny_run):
+    from protolm.head import similarity_from_pooled
+
+    loaded, dm = fresh(tiny_run)
+    model, labels = loaded.model.eval(), dm.role_split("train").labels
+    head, pooled = model.head, pooled_train(loaded.model, dm)
+    c = int(head.prototype_class[0])
+
+    def nearest_other(a: int) -> int:
+        sims = similarity_from_pooled(pooled, pooled[a : a + 1], head.similarity_kind, head.eps)[:, 0]
+        sims[a] = -torch.inf
+        return int(sims.argmax())
+
+    # An example of prototype 0's class whose nearest other example is of another class: with the
+    # prototype replaced onto it, counting the anchor gives purity 1 at k = 1, the truth is 0.
+    anchor = next(a for a in range(len(labels)) if labels[a] == c and labels[nearest_other(a)] != c)
+    vectors = head.prototypes.detach().clone()
+    vectors[0] = pooled[anchor]
+    head.set_prototypes(vectors)
+    model.projection.prototypes[0].replaced_by = anchor
+    report = prototype_health(model, dm, k=1)
+    assert report.prototypes[0].purity == 0.0
+    assert report.purity_excludes_anchor and report.to_dict()["purity_excludes_anchor"] is True
+    # Without a replace record nothing is excluded: the anchor itself is the nearest example.
+    model.projection = None
+    assert prototype_health(model, dm, k=1).prototypes[0].purity == 1.0
 
 
 def test_duplicates_are_found(tiny_run):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
@@ -10,6 +12,8 @@ from protolm.errors import ConfigError
 from protolm.faithfulness import TARGETS, prototype_level, token_level
 from protolm.pipeline import write_json
 from protolm.render import faithfulness_table
+
+log = logging.getLogger(__name__)
 
 
 def _check(cfg: DictConfig, model) -> None:
@@ -21,11 +25,28 @@ def _check(cfg: DictConfig, model) -> None:
         raise ConfigError(f"faithfulness.target={cfg.faithfulness.target!r} is not one of {', '.join(TARGETS)}")
 
 
+def _prototype_ks(requested, num_prototypes: int) -> list[int]:
+    """The requested k below P, sorted. k = P is left out: removing every prototype leaves no
+    evidence for any class and keeping every one changes nothing, so it measures no explanation."""
+    if any(int(k) < 1 for k in requested):
+        raise ConfigError(f"faithfulness.prototype_ks={list(requested)}: every k must be at least 1")
+    ks = sorted({int(k) for k in requested if int(k) < num_prototypes})
+    if not ks:
+        raise ConfigError(
+            f"faithfulness.prototype_ks={list(requested)}: every k is at least the model's {num_prototypes} "
+            "prototypes; give some k below that"
+        )
+    left_out = sorted({int(k) for k in requested} - set(ks))
+    if left_out:
+        log.warning("faithfulness.prototype_ks: left out %s (not below the %d prototypes)", left_out, num_prototypes)
+    return ks
+
+
 def _measure(cfg: DictConfig, loaded, dm) -> dict:
     """faithfulness.json: the settings, the prototype-level and the token-level scores."""
     f, model, split = cfg.faithfulness, loaded.model, dm.role_split(cfg.split)
     max_length = loaded.config["data"]["max_length"]
-    ks = [k for k in f.prototype_ks if k < model.head.num_prototypes] + [model.head.num_prototypes]
+    ks = _prototype_ks(f.prototype_ks, model.head.num_prototypes)
     rationales = ("attention", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
     loader = dm.dataloader(cfg.split, shard=False)
     return {
