@@ -32,6 +32,8 @@ def build_head(settings: Settings, hidden_size: int, prototype_class=None):
         incorrect_class_weight=head.incorrect_class_weight,
         init_std=head.init_std,
         prototype_class=prototype_class,
+        last_layer_bias=head.last_layer_bias,
+        attention_init=head.attention_init,
     )
     if head.prototype_init == "random":  # N(0, init_std^2) as drawn: nothing to initialise at fit start
         built.prototypes_initialized.fill_(True)

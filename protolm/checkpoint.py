@@ -8,6 +8,7 @@ the files themselves (atomic, weights-only) is :mod:`protolm.checkpoint_io`'s.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,32 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     model.artifacts = {"config": config, "tokenizer_files": meta["tokenizer_files"]}
     model.eval().to(device)
     return Loaded(model, tokenizer_from_files(meta["tokenizer_files"]), config, Path(path))
+
+
+def start_encoder_from(model, source: str | Path) -> Path:
+    """Load the fine-tuned encoder of an earlier run (its directory: the checkpoint it shipped; or a
+    .ckpt) into ``model``'s encoder; the head keeps its fresh initialisation. Returns the file read."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        results = path / "results.json"
+        if not results.exists():
+            raise CheckpointError(
+                f"init.from_checkpoint={path}: a run directory must hold a finished run's results.json; "
+                "or give one of its checkpoints/*.ckpt"
+            )
+        path = Path(json.loads(results.read_text())["shipped_checkpoint"])
+    state = read_checkpoint(path)["state_dict"]
+    encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    try:
+        missing, unexpected = model.encoder.load_state_dict(encoder, strict=False)
+    except RuntimeError as err:  # tensors of other shapes: another architecture
+        missing, unexpected = [str(err).splitlines()[-1].strip()[:160]], []
+    if missing or unexpected or not encoder:
+        raise CheckpointError(
+            f"init.from_checkpoint={source}: {path}'s encoder does not fit this backbone "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}): give a run of the same backbone"
+        )
+    return path
 
 
 def save_model_checkpoint(model, path: str | Path) -> Path:

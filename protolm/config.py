@@ -74,13 +74,16 @@ class PrototypeHeadConfig:
     init_std: float = 1.0
     attention_dim: int | None = None  # width of the word-attention projection W; null: the hidden size
     incorrect_class_weight: float = -0.5  # last-layer init from a prototype to the other classes (own: +1)
+    last_layer_bias: bool = False  # a bias in the last layer P -> C (the released code has one)
+    attention_init: str = "torch"  # the attention vector w: torch (Linear default) | normal: N(0, 1), as released
 
     def __post_init__(self):
         check_number("head.num_prototypes", self.num_prototypes, low=1, integer=True, allow_none=True)
         check_number("head.prototypes_per_class", self.prototypes_per_class, low=1, integer=True)
-        from protolm.head import SIMILARITIES  # here, not at the top: reading a config needs no torch
+        from protolm.head import ATTENTION_INITS, SIMILARITIES  # here: reading a config needs no torch
 
         check_choice("head.similarity", self.similarity, SIMILARITIES)
+        check_choice("head.attention_init", self.attention_init, ATTENTION_INITS)
         check_choice("head.prototype_init", self.prototype_init, PROTOTYPE_INITS)
         check_number("head.eps", self.eps, low=0, low_open=True)
         check_number("head.init_std", self.init_std, low=0, low_open=True)
@@ -129,6 +132,19 @@ class LossConfig:
         if self.k > prototypes_per_class:
             raise ConfigError(f"loss.k={self.k} must be at most the {prototypes_per_class} prototypes per class")
         return self.k
+
+
+@dataclass
+class InitConfig:
+    """Where the encoder starts: its pretrained weights, or an earlier run's fine-tuned encoder.
+
+    The two-stage recipe (the paper's practice: its example starts from an encoder already
+    fine-tuned on the task) is ``init.two_stage=true``: one command fine-tunes with the linear
+    head (into ``<run>/first_stage``), then trains the configured head on that encoder.
+    """
+
+    from_checkpoint: str | None = None  # a finished run's directory or a .ckpt: start from its encoder
+    two_stage: bool = False  # fine-tune with the linear head first, then this head on that encoder
 
 
 @dataclass
@@ -211,7 +227,7 @@ class HealthConfig:
     """Prototype health: usage, dead prototypes, duplicates, class purity, a 2-D map."""
 
     at_end: bool = True  # after training (health.json, prototypes_pca.png in the run directory)
-    k: int = 10  # purity: share of the k nearest training examples in the prototype's class
+    k: int = 10  # purity: share of the k nearest training examples in its class (its replace anchor excluded)
     usage_split: str = "train"  # examples over which usage (nearest / top contributor) is counted
     duplicate_cosine: float = 0.999  # prototypes this cosine-similar are near-identical
     plot: bool = True  # prototypes_pca.png
@@ -228,7 +244,7 @@ class PruneConfig:
     """Remove prototypes whose purity is below min_purity (every class keeps its purest one)."""
 
     enabled: bool = False
-    k: int = 10  # purity over the k nearest training examples
+    k: int = 10  # purity over the k nearest training examples (its replace anchor excluded)
     min_purity: float = 0.5
 
     def __post_init__(self):
@@ -282,6 +298,7 @@ class RunConfig:
     backbone: BackboneConfig = MISSING
     head: Any = MISSING  # PrototypeHeadConfig or LinearHeadConfig (conf/head/*.yaml)
     loss: LossConfig = field(default_factory=LossConfig)
+    init: InitConfig = field(default_factory=InitConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     project: ProjectConfig = field(default_factory=ProjectConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
@@ -334,6 +351,7 @@ class Settings:
     backbone: BackboneConfig
     head: PrototypeHeadConfig | LinearHeadConfig
     loss: LossConfig
+    init: InitConfig
     optim: OptimConfig
     data: DataConfig
     project: ProjectConfig
@@ -354,7 +372,8 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
         cfg = OmegaConf.create(cfg)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     head = head_section(cfg.head)
-    schemas = {"backbone": BackboneConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig}
+    schemas = {"backbone": BackboneConfig, "loss": LossConfig, "init": InitConfig, "optim": OptimConfig}
+    schemas |= {"data": DataConfig}
     schemas |= {"project": ProjectConfig, "health": HealthConfig, "prune": PruneConfig, "callbacks": CallbacksConfig}
     parts = {name: section(cfg[name], schema, name) for name, schema in schemas.items()}
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -369,6 +388,11 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
         raise ConfigError("loss.task, loss.cohesion and loss.separation are all 0: nothing to train")
     if task.metric == "f1" and task.num_classes != 2:
         raise ConfigError(f"task.metric=f1 needs two classes; task {task.name} has {task.num_classes} (use f1_macro)")
+    if settings.init.two_stage and (settings.init.from_checkpoint or not settings.is_prototype):
+        raise ConfigError(
+            "init.two_stage=true fine-tunes with the linear head, then trains head=prototype on that encoder: "
+            "use it with head=prototype and without init.from_checkpoint"
+        )
     if check_trainer:
         check_trainer_keys(trainer)
     return settings

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 SIMILARITIES = ("inv_l2", "log_l2", "cosine")
+# How the attention context vector w starts: PyTorch's Linear default (uniform, scaled by the
+# width) or N(0, 1), as the released proto-lm code draws it.
+ATTENTION_INITS = ("torch", "normal")
 
 
 class AttentionPooling(nn.Module):
@@ -21,11 +24,15 @@ class AttentionPooling(nn.Module):
     pooled vector does not depend on how much padding a batch carries.
     """
 
-    def __init__(self, hidden_size: int, attention_dim: int | None = None):
+    def __init__(self, hidden_size: int, attention_dim: int | None = None, init: str = "torch"):
         super().__init__()
+        if init not in ATTENTION_INITS:
+            raise ValueError(f"head.attention_init={init!r} is not one of {', '.join(ATTENTION_INITS)}")
         attention_dim = attention_dim or hidden_size
         self.proj = nn.Linear(hidden_size, attention_dim)
         self.context = nn.Linear(attention_dim, 1, bias=False)
+        if init == "normal":
+            nn.init.normal_(self.context.weight)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
         # Score only the real tokens: tanh(W h) is the head's largest product, and padding is
@@ -108,6 +115,8 @@ class PrototypeHead(nn.Module):
         incorrect_class_weight: float = -0.5,
         init_std: float = 1.0,
         prototype_class=None,
+        last_layer_bias: bool = False,
+        attention_init: str = "torch",
     ):
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -126,13 +135,15 @@ class PrototypeHead(nn.Module):
         self.hidden_size, self.num_prototypes, self.num_classes = hidden_size, num_prototypes, num_classes
         self.similarity_kind, self.eps = similarity, eps
         self.incorrect_class_weight = incorrect_class_weight
-        self.pooling = AttentionPooling(hidden_size, attention_dim)
+        self.pooling = AttentionPooling(hidden_size, attention_dim, attention_init)
         self.prototypes = nn.Parameter(torch.randn(num_prototypes, hidden_size) * init_std)
         # Buffers, not attributes: they travel in the state dict and hence in every checkpoint.
         self.register_buffer("prototype_class", prototype_class)
         self.register_buffer("prototypes_initialized", torch.tensor(False))
         self.regression = num_classes == 1
-        self.last_layer = nn.Linear(num_prototypes, num_classes, bias=self.regression)
+        # A regression needs the bias (its target is not centred); for classes it is optional (the
+        # released code has one; without it a prediction is a sum over prototypes alone).
+        self.last_layer = nn.Linear(num_prototypes, num_classes, bias=self.regression or last_layer_bias)
         self.reset_last_layer()
 
     @property

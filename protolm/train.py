@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import lightning as L
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from protolm import backbone as backbones
 from protolm.assemble import (
@@ -22,8 +23,9 @@ from protolm.assemble import (
     selection_metric,
     trainer_kwargs,
 )
+from protolm.checkpoint import start_encoder_from
 from protolm.checkpoint_io import tokenizer_files
-from protolm.config import Settings, read_settings, to_container
+from protolm.config import LinearHeadConfig, Settings, read_settings, to_container
 from protolm.loggers import build_loggers, log_config, log_final_metrics, log_prototype_table
 from protolm.pipeline import PostTrainingResult, TrainerHooks, after_training, train_last_layer
 from protolm.runs import resolve_resume
@@ -33,15 +35,14 @@ def train(cfg: DictConfig) -> dict:
     """Fit, select the best checkpoint on ``task.select_on``, test on ``task.report_on``, write results.json."""
     started = time.time()
     settings = read_settings(cfg)
+    if settings.init.two_stage:
+        return train_two_stages(cfg)
     run_dir, ckpt_path = resolve_resume(cfg)
     with open_dict(cfg):  # a resumed run keeps writing (checkpoints, logs, results) where it began
         cfg.paths.output_dir = str(run_dir)
     L.seed_everything(settings.seed, workers=True, verbose=False)
 
-    tokenizer = backbones.load_tokenizer(settings.backbone, settings.data.hub_timeout_s)
-    datamodule = build_datamodule(settings, tokenizer)
-    model = build_model(settings)
-    model.artifacts = {"config": to_container(cfg), "tokenizer_files": tokenizer_files(tokenizer)}
+    datamodule, model = build_data_and_model(settings, cfg)
     callbacks, checkpoint = build_callbacks(settings, run_dir / "checkpoints")
     trainer = build_trainer(settings, callbacks, build_loggers(cfg), run_dir)
     log_config(trainer, model.artifacts["config"])
@@ -79,6 +80,47 @@ def train(cfg: DictConfig) -> dict:
         (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         log_final_metrics(trainer, results["metrics"])
     return results
+
+
+def build_data_and_model(settings: Settings, cfg: DictConfig):
+    """The data module and the model, which carries what rebuilds it offline (config, tokenizer files)."""
+    tokenizer = backbones.load_tokenizer(settings.backbone, settings.data.hub_timeout_s)
+    model = build_model(settings)
+    if settings.init.from_checkpoint:  # before fit: a resumed run then restores its own weights over it
+        start_encoder_from(model, settings.init.from_checkpoint)
+    model.artifacts = {"config": to_container(cfg), "tokenizer_files": tokenizer_files(tokenizer)}
+    return build_datamodule(settings, tokenizer), model
+
+
+def train_two_stages(cfg: DictConfig) -> dict:
+    """The two-stage recipe: fine-tune with the linear head (``<run>/first_stage``, reused when it
+    finished already), then train the configured head from that encoder; both stages' figures go in
+    the run's results.json (the first under ``first_stage``)."""
+    run_dir = Path(cfg.paths.output_dir)
+    first_dir = run_dir / "first_stage"
+    first_results = first_dir / "results.json"
+    if first_results.exists():
+        first = json.loads(first_results.read_text())
+    else:
+        first = train(stage_config(cfg, head=OmegaConf.structured(LinearHeadConfig), output_dir=first_dir))
+    second = stage_config(cfg, from_checkpoint=str(first_dir), output_dir=run_dir)
+    results = train(second)
+    keep = ("head", "metrics", "shipped_checkpoint", "run_dir", "train_seconds", "global_step")
+    results["first_stage"] = {key: first[key] for key in keep}
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def stage_config(cfg: DictConfig, output_dir: Path, head=None, from_checkpoint: str | None = None) -> DictConfig:
+    """One stage of the two-stage recipe: ``cfg`` with its own head, encoder start and directory."""
+    stage = cfg.copy()
+    with open_dict(stage):
+        if head is not None:
+            stage.head = head
+            stage.ckpt_path = None  # a resume continues the second stage; the first is reused whole
+        stage.init.two_stage, stage.init.from_checkpoint = False, from_checkpoint
+        stage.paths.output_dir = str(output_dir)
+    return stage
 
 
 def post_training(settings: Settings, trainer, model, datamodule, selected: str | None, run_dir) -> PostTrainingResult:
