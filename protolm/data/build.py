@@ -2,7 +2,8 @@
 
 Read: each split from its local file, else the hub. Label: text fields and labels checked and
 labels turned into indices, so a bad row fails before anything else runs. Carve: seeded slices
-of a split become splits of their own (e.g. a validation slice of train). Limit: a seeded subset
+of a split become splits of their own (e.g. a validation slice of train), by rows or by whole
+groups of related rows (:mod:`protolm.data.carving`). Limit: a seeded subset
 (``data.max_*_samples``). Encode: tokenized once, truncation counted.
 
 Carving and limiting are seeded by ``data.split_seed`` and the split's name only, never by the
@@ -17,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protolm.config import DataConfig
+from protolm.data.carving import carve
 from protolm.data.hub import hub_unavailable_reason, load_hub_split
 from protolm.data.readers import read_split, source_exists
-from protolm.data.task import CarveSpec, LocalSpec, TaskSpec
+from protolm.data.task import LocalSpec, TaskSpec
 from protolm.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ class Split:
     rows: list
     encodings: list[dict] = field(default_factory=list)
     truncated: int = 0
+    fields: dict[str, list[str]] = field(default_factory=dict)  # raw values carves group by, by field name
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -53,6 +56,7 @@ class Split:
             pick(self.labels),
             pick(self.rows),
             pick(self.encodings) if self.encodings else [],
+            fields={name: pick(values) for name, values in self.fields.items()},
         )
 
 
@@ -128,9 +132,36 @@ def record_texts(spec: TaskSpec, record: dict, where: str) -> list[str]:
     return texts
 
 
+def group_fields(spec: TaskSpec, name: str) -> list[str]:
+    """The ``group_by`` fields of every carve taken out of split ``name``, directly or through other carves."""
+    carved_from = {c.split: c.from_split for c in spec.carve}
+
+    def root(split: str) -> str:
+        seen = set()
+        while split in carved_from and split not in seen:
+            seen.add(split)
+            split = carved_from[split]
+        return split
+
+    return sorted({f for c in spec.carve if root(c.from_split) == name for f in c.group_by})
+
+
+def record_groups(names: list[str], record: dict, where: str) -> list[str]:
+    """The record's values of the ``group_by`` fields, as strings (lists joined, None empty)."""
+    for key in names:
+        if key not in record:
+            present = ", ".join(sorted(k for k in record if k != "_row"))
+            raise DataError(
+                f"{where}: task.carve group_by field {key!r} is not in the record (fields present: {present})"
+            )
+    return [text_of(record[key]) for key in names]
+
+
 def to_split(spec: TaskSpec, name: str, records: list[dict], origin: str) -> Split:
     """Raw records as a labelled split; any bad row fails here, naming its file and row."""
     texts, pairs, labels, rows = [], [], [], []
+    grouping = group_fields(spec, name)
+    groups = {key: [] for key in grouping}
     for record in records:
         where = f"{origin}: row {record.get('_row')}"
         fields = record_texts(spec, record, where)
@@ -140,7 +171,9 @@ def to_split(spec: TaskSpec, name: str, records: list[dict], origin: str) -> Spl
         texts.append(fields[0])
         pairs.append(fields[1] if spec.is_pair else None)
         rows.append(record.get("_row"))
-    return Split(name, origin, texts, pairs if spec.is_pair else None, labels, rows)
+        for key, value in zip(grouping, record_groups(grouping, record, where)):
+            groups[key].append(value)
+    return Split(name, origin, texts, pairs if spec.is_pair else None, labels, rows, fields=groups)
 
 
 # ----------------------------------------------------------------------------------- carve
@@ -158,18 +191,6 @@ def splits_needed(spec: TaskSpec, names: list[str]) -> set[str]:
                 needed |= {c.split, c.from_split}
         grown = len(needed) > before
     return needed
-
-
-def carve(source: Split, spec: CarveSpec, split_seed: int) -> tuple[Split, Split]:
-    """(the carved slice, what remains of the source), both in the source's order."""
-    n = spec.size if spec.size is not None else max(1, round(spec.fraction * len(source)))
-    if n >= len(source):
-        raise DataError(f"task.carve: cannot carve {n} examples out of the {len(source)} of {spec.from_split!r}")
-    order = list(range(len(source)))
-    random.Random(f"{split_seed}:{spec.split}").shuffle(order)
-    taken, kept = sorted(order[:n]), sorted(order[n:])
-    origin = f"{n} rows carved (seed {split_seed}) from {source.origin}"
-    return source.subset(taken, spec.split, origin), source.subset(kept)
 
 
 def load_splits(spec: TaskSpec, names: list[str], data: DataConfig, loaded: dict[str, Split]) -> dict[str, Split]:

@@ -98,21 +98,42 @@ class HubSpec:
 
 @dataclass
 class CarveSpec:
-    """Carve a seeded slice out of a split into a new split (e.g. a validation slice of train)."""
+    """Carve a seeded slice out of a split into a new split (e.g. a validation slice of train).
+
+    ``fraction`` or ``size``: how many rows the slice takes. ``group_by``: a field of the raw
+    records (or a list of them) whose equal values keep rows together, on one side of the carve,
+    so that e.g. every hypothesis of a premise lands on the same side; with several fields, rows
+    sharing a value of any of them are one group. Whole groups are taken until the slice has at
+    least the rows asked for. ``outermost``: carve only examples whose text no other example's
+    text contains (SST-2: whole sentences, not their phrases); ``fraction`` then counts those.
+    ``drop_contained``: drop from the source every example whose text a carved text contains, at
+    whitespace-token boundaries. The carving itself is :func:`protolm.data.carving.carve`.
+    """
 
     split: str
     from_split: str
     fraction: float | None = None
     size: int | None = None
+    group_by: list[str] = field(default_factory=list)
+    outermost: bool = False
+    drop_contained: bool = False
+
+    KEYS = ("split", "from", "fraction", "size", "group_by", "outermost", "drop_contained")
 
     @classmethod
     def parse(cls, where: str, value: dict) -> CarveSpec:
         value = dict(value)
-        check_keys(where, value, ("split", "from", "fraction", "size"))
+        check_keys(where, value, cls.KEYS)
         if "split" not in value or "from" not in value:
             raise ConfigError(f"{where}: needs 'split' (new split name) and 'from' (source split)")
         spec = cls(
-            split=value["split"], from_split=value["from"], fraction=value.get("fraction"), size=value.get("size")
+            split=value["split"],
+            from_split=value["from"],
+            fraction=value.get("fraction"),
+            size=value.get("size"),
+            group_by=parse_group_by(f"{where}.group_by", value.get("group_by")),
+            outermost=parse_flag(f"{where}.outermost", value.get("outermost", False)),
+            drop_contained=parse_flag(f"{where}.drop_contained", value.get("drop_contained", False)),
         )
         if (spec.fraction is None) == (spec.size is None):
             raise ConfigError(f"{where}: give exactly one of 'fraction' (0 < f < 1) or 'size' (>= 1)")
@@ -121,6 +142,22 @@ class CarveSpec:
         if spec.size is not None and spec.size < 1:
             raise ConfigError(f"{where}.size={spec.size} must be >= 1")
         return spec
+
+
+def parse_group_by(where: str, value: Any) -> list[str]:
+    """``group_by`` as a list of field names: one name, or a list of them (absent: no grouping)."""
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(f"{where}={value!r} must name a field of the records, or list several")
+    return list(names)
+
+
+def parse_flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}={value!r} must be true or false")
+    return value
 
 
 @dataclass
@@ -194,9 +231,15 @@ class TaskSpec:
             if bad:
                 raise ConfigError(f"task.label_map: targets {bad} are outside 0..{self.num_classes - 1}")
         known = self.split_names()
-        for carve in self.carve:
+        for i, carve in enumerate(self.carve):
             if carve.from_split not in known:
                 raise ConfigError(f"task.carve: source split {carve.from_split!r} is not one of {known}")
+            # Containment is between whole texts; a pair's two texts give no one text to compare.
+            for option in ("outermost", "drop_contained"):
+                if getattr(carve, option) and self.is_pair:
+                    raise ConfigError(
+                        f"task.carve[{i}].{option} needs a task with one text field, not {self.text_fields}"
+                    )
         for key in ("select_on", "report_on"):
             if getattr(self, key) not in known:
                 raise ConfigError(f"task.{key}={getattr(self, key)!r} is not one of the task's splits {known}")
