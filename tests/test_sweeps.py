@@ -239,8 +239,13 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not
 def test_every_experiment_composes_into_a_valid_sweep(name):
     from hydra import compose, initialize_config_dir
 
+    from hydra.core.hydra_config import HydraConfig
+
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+    # The sweeper resolves its directory before any job's HydraConfig exists: so must this test.
+    HydraConfig.instance().cfg = None
+    assert f"experiments/{name}/" in str(cfg.hydra.sweep.dir) or name in ("demo", "reference_code")
     params = cfg.hydra.sweeper.params or {}
     for task in str(params.get("task", "")).split(","):
         assert not task or task in TASKS
