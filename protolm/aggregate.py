@@ -1,4 +1,4 @@
-"""Collect results.json files of a sweep into tables: mean ± std over seeds per cell.
+"""Collect results.json files of a sweep into tables: mean ± std and the 95 % CI over seeds per cell.
 
     python -m protolm.aggregate outputs/multirun/2026-11-29/10-00-00 [more dirs] [--out DIR]
 
@@ -84,20 +84,27 @@ def default_metric(record: dict) -> str:
 
 
 def summarise(values: list[float]) -> dict:
+    """Mean, sample standard deviation and the half-width of the mean's 95 % confidence interval
+    (Student's t with n - 1 degrees of freedom: with 3 seeds it is 2.48 standard deviations)."""
+    from scipy.stats import t
+
     values = [v for v in values if v is not None and not math.isnan(v)]
     n = len(values)
+    std = statistics.stdev(values) if n > 1 else float("nan")
     return {
         "n": n,
         "mean": statistics.fmean(values) if n else float("nan"),
-        "std": statistics.stdev(values) if n > 1 else float("nan"),
+        "std": std,
+        "ci95": float(t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan"),
     }
 
 
 def fmt(stat: dict) -> str:
     if not stat["n"]:
         return "–"
-    std = "" if math.isnan(stat["std"]) else f" ± {stat['std']:.3f}"
-    return f"{stat['mean']:.3f}{std} (n={stat['n']})"
+    if math.isnan(stat["std"]):
+        return f"{stat['mean']:.3f} (n={stat['n']})"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f} (n={stat['n']}); 95 % CI ± {stat['ci95']:.3f}"
 
 
 def aggregate(
@@ -127,7 +134,7 @@ def aggregate(
 
 
 def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] = ()) -> str:
-    header = [k.replace(".name", "") for k in keys] + ["metric", "mean ± std (n)"] + list(extra_metrics)
+    header = [k.replace(".name", "") for k in keys] + ["metric", "mean ± std (n); 95 % CI of the mean"] + list(extra_metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[k]) for k in keys] + [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
@@ -168,7 +175,7 @@ def write_csv(path: Path, keys: list[str], rows: list[dict], extra_metrics: tupl
         writer = csv.writer(f)
         writer.writerow(
             keys
-            + ["metric", "mean", "std", "n", "seeds"]
+            + ["metric", "mean", "std", "n", "seeds", "ci95"]
             + [f"{e}_{s}" for e in extra_metrics for s in ("mean", "std")]
         )
         for row in rows:
@@ -180,6 +187,7 @@ def write_csv(path: Path, keys: list[str], rows: list[dict], extra_metrics: tupl
                     row["main"]["std"],
                     row["main"]["n"],
                     " ".join(map(str, row["seeds"])),
+                    row["main"]["ci95"],
                 ]
                 + [row[e][s] for e in extra_metrics for s in ("mean", "std")]
             )

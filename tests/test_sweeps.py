@@ -105,6 +105,8 @@ def test_aggregate_statistics_and_cells(tmp_path):
     cell = {(r["head.name"], r["loss.cohesion"]): r for r in rows}
     assert cell[("prototype", 0.25)]["main"]["mean"] == pytest.approx(0.85)
     assert cell[("prototype", 0.25)]["main"]["std"] == pytest.approx(0.0707107, rel=1e-4)
+    # 95 % CI of a 2-seed mean: t(0.975, 1) = 12.706 standard errors of 0.05.
+    assert cell[("prototype", 0.25)]["main"]["ci95"] == pytest.approx(12.7062 * 0.05, rel=1e-4)
     assert cell[("prototype", 0.25)]["seeds"] == [1, 2] and cell[("linear", 0.25)]["main"]["n"] == 1
     assert failures == [{"run": str(tmp_path / "4"), "error": "boom"}]
 
@@ -238,7 +240,6 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_into_a_valid_sweep(name):
     from hydra import compose, initialize_config_dir
-
     from hydra.core.hydra_config import HydraConfig
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
