@@ -134,7 +134,8 @@ def aggregate(
 
 
 def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] = ()) -> str:
-    header = [k.replace(".name", "") for k in keys] + ["metric", "mean ± std (n); 95 % CI of the mean"] + list(extra_metrics)
+    statistic = "mean ± std (n); 95 % CI of the mean"
+    header = [k.replace(".name", "") for k in keys] + ["metric", statistic] + list(extra_metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[k]) for k in keys] + [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
