@@ -45,6 +45,8 @@ def flatten(node, prefix: str = "") -> dict:
         return out
     if isinstance(node, list):
         return {prefix[:-1]: json.dumps(node)}
+    if prefix == "init.from_checkpoint." and str(node).endswith("first_stage"):
+        return {prefix[:-1]: "two-stage"}  # each two-stage run names its own first stage: one cell for all
     return {prefix[:-1]: node}
 
 
@@ -52,6 +54,8 @@ def collect(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     runs, failures = [], []
     for root in dirs:
         for path in sorted(root.rglob("results.json")):
+            if path.parent.name == "first_stage":  # a two-stage run's first stage: in its run's first_stage
+                continue
             record = json.loads(path.read_text())
             record["_path"] = str(path.parent)
             runs.append(record)
