@@ -80,3 +80,19 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
     assert "Traceback" not in output, output
     for fragment in fragments:
         assert fragment in output, output
+
+
+def toy_task(fmt: str, text_fields: list[str], label_field: str, **changes) -> dict:
+    """A two-class task over ``t/train.<fmt>`` and ``t/dev.<fmt>`` (written by the test), selecting on a
+    one-example slice carved from train and reporting the dev file; ``changes`` replace any key."""
+    task = {
+        "name": "toy",
+        "text_fields": text_fields,
+        "label_field": label_field,
+        "labels": ["neg", "pos"],
+        "local": {"format": fmt, "train": f"t/train.{fmt}", "validation": f"t/dev.{fmt}"},
+        "carve": [{"split": "heldout", "from": "train", "size": 1}],
+        "select_on": "heldout",
+        "report_on": "validation",
+    }
+    return task | changes

@@ -12,6 +12,7 @@ from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
 from protolm.explain import explain
+from tests.support import toy_task
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Free text as users and datasets produce it: empty, whitespace, punctuation, any script, long.
@@ -28,18 +29,7 @@ def jsonl_task(tmp_path, records, pair=False, **changes) -> dict:
     folder.mkdir(exist_ok=True)
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (folder / "dev.jsonl").write_text(json.dumps({"a": "fine", "b": "ok", "y": "pos"}) + "\n")
-    cfg = {
-        "name": "toy",
-        "text_fields": ["a", "b"] if pair else ["a"],
-        "label_field": "y",
-        "labels": ["neg", "pos"],
-        "local": {"format": "jsonl", "train": "t/train.jsonl", "validation": "t/dev.jsonl"},
-        "carve": [{"split": "heldout", "from": "train", "size": 1}],
-        "select_on": "heldout",
-        "report_on": "validation",
-    }
-    cfg.update(changes)
-    return cfg
+    return toy_task("jsonl", ["a", "b"] if pair else ["a"], "y", **changes)
 
 
 def load_train(cfg, tmp_path, tokenizer, max_length=32):

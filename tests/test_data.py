@@ -12,7 +12,7 @@ from protolm.data.datamodule import TaskDataModule
 from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import TaskSpec
 from protolm.errors import ConfigError, DataError
-from tests.support import CONF, TASKS
+from tests.support import CONF, TASKS, toy_task
 
 DATA = Path(default_data_dir())
 
@@ -250,18 +250,7 @@ def write_task(tmp_path, rows: str, **changes) -> dict:
     (tmp_path / "t").mkdir(exist_ok=True)
     (tmp_path / "t" / "train.tsv").write_bytes(rows.encode() if isinstance(rows, str) else rows)
     (tmp_path / "t" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\n")
-    cfg = {
-        "name": "toy",
-        "text_fields": ["sentence"],
-        "label_field": "label",
-        "labels": ["neg", "pos"],
-        "local": {"format": "tsv", "train": "t/train.tsv", "validation": "t/dev.tsv"},
-        "carve": [{"split": "heldout", "from": "train", "size": 1}],
-        "select_on": "heldout",
-        "report_on": "validation",
-    }
-    cfg.update(changes)
-    return cfg
+    return toy_task("tsv", ["sentence"], "label", **changes)
 
 
 def test_label_outside_the_label_set_names_file_and_row(tmp_path, minilm_tokenizer):
