@@ -38,8 +38,8 @@ EXPECTED = {
 
 # Each role's examples (texts, pairs, labels, rows, in order) for data.split_seed=0, as digests: a
 # change to reading, labelling or carving that moves one example shows here. Pinned before group_by,
-# outermost and drop_contained existed, except sst2's train and val and the devsplits, which those
-# options changed on purpose.
+# outermost and drop_contained existed, except sst2's train and val, the devsplits' and the
+# train/val of rte, mrpc and wnli, which those options changed on purpose.
 PINNED = {
     "sst2": {"train": "acd95f23f37025a3", "val": "f806b5e3eb83120c", "test": "510b630763815ffb"},
     "sst5": {"train": "bff72fd242e3dfcb", "val": "4cf1648662163366", "test": "bc88bbef0a5f0b59"},
@@ -48,9 +48,9 @@ PINNED = {
     "mnli": {"test": "67bf1a74ef6e3c13"},
     "qnli-devsplit": {"train": "22b097aa80823209", "val": "774822fe7e0dca0e", "test": "c586f29cb07905cf"},
     "mnli-devsplit": {"train": "6af5b0cbc23e3291", "val": "d08fbede61aa7bd9", "test": "7f531af936deeb3c"},
-    "rte": {"train": "b8acbb786a265548", "val": "59f4675d9e3bae3a", "test": "53d228f014268112"},
-    "mrpc": {"train": "782da66e170e1083", "val": "33882c127e5ba959", "test": "02e46ccddc7c424f"},
-    "wnli": {"train": "7372782da039c9f5", "val": "c6370135a8ebc016", "test": "ce97e8c2cf213bb8"},
+    "rte": {"train": "c64990e9120445c5", "val": "c67d6ae2992c9be5", "test": "53d228f014268112"},
+    "mrpc": {"train": "f6b33cf970a5b205", "val": "f40c6ace3a710f6a", "test": "02e46ccddc7c424f"},
+    "wnli": {"train": "cc814fc8bdb60f73", "val": "8611a99634562b03", "test": "ce97e8c2cf213bb8"},
     "pubmedqa": {"train": "6d9ab04342a903cb", "val": "9330fb2fc6146dfe", "test": "8d23cee78deada82"},
     "biosses": {"train": "f1d2100b4f814b2a", "val": "5f4bc58abf92fb3f", "test": "32221a52b63c5dd4"},
 }
@@ -126,7 +126,9 @@ def test_selection_slice_never_overlaps_train_whatever_loads_first(minilm_tokeni
 def test_split_seed_changes_the_carved_slice(minilm_tokenizer):
     a = set(module("rte", minilm_tokenizer, split_seed=0).role_split("val").rows)
     b = set(module("rte", minilm_tokenizer, split_seed=1).role_split("val").rows)
-    assert a != b and len(a) == len(b)
+    # RTE carves whole groups of pairs that share a sentence: the slice reaches 10 % of train and
+    # exceeds it by less than its last group, so its size may differ a little between seeds.
+    assert a != b and abs(len(a) - len(b)) < 10 and min(len(a), len(b)) >= 249
 
 
 def test_sample_limits_are_seeded_subsets(minilm_tokenizer):
