@@ -147,31 +147,48 @@ def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] =
     return "\n".join(lines)
 
 
+# Keys only the prototype head reads (or, for init, only a prototype run sets): a prototype cell
+# that differs from another in one of them is a variant compared with the same linear baseline.
+PROTOTYPE_ONLY = ("head.", "loss.cohesion", "loss.separation", "loss.k", "loss.reference_signs", "project.", "init.")
+
+
 def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
-    """Linear baseline vs prototype head per task (and backbone), with the difference."""
+    """Linear baseline vs each prototype variant per task (and backbone and shared setting), with
+    the difference. Variants differ in prototype-only keys (similarity, loss weights, projection,
+    the two-stage start) and are each compared with the linear cell that shares everything else."""
     heads = {row["head.name"] for row in rows}
     if not {"linear", "prototype"} <= heads:
         return None
-    others = [k for k in keys if k not in FIRST_KEYS and not k.startswith("head.")]
-    table: dict[tuple, dict] = defaultdict(dict)
+    shared = [k for k in keys if k not in FIRST_KEYS and not k.startswith(PROTOTYPE_ONLY)]
+    variant_keys = [k for k in keys if k not in FIRST_KEYS and k.startswith(PROTOTYPE_ONLY)]
+    linear: dict[tuple, list[dict]] = defaultdict(list)
+    prototype: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
-        table[(row["task.name"], row["backbone.name"], *[row[k] for k in others])][row["head.name"]] = row
+        match = (row["task.name"], row["backbone.name"], *[row[k] for k in shared])
+        (linear if row["head.name"] == "linear" else prototype)[match].append(row)
+    # The variant column names only what differs between prototype rows of the whole table.
+    varying = [k for k in variant_keys if len({str(r[k]) for rs in prototype.values() for r in rs}) > 1]
     lines = [
         "| task | backbone | "
-        + "".join(f"{k} | " for k in others)
+        + "".join(f"{k} | " for k in shared)
+        + ("prototype variant | " if varying else "")
         + "metric | linear | prototype | prototype − linear |",
-        "|" + "---|" * (6 + len(others)),
+        "|" + "---|" * (6 + len(shared) + bool(varying)),
     ]
-    for cell, by_head in sorted(table.items(), key=lambda kv: [str(x) for x in kv[0]]):
-        lin, proto = by_head.get("linear"), by_head.get("prototype")
-        diff = "–"
-        if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
-            diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
-        metric = (proto or lin)["metric"]
-        lines.append(
-            "| " + " | ".join(str(x) for x in cell) + f" | {metric} | {fmt(lin['main']) if lin else '–'} | "
-            f"{fmt(proto['main']) if proto else '–'} | {diff} |"
-        )
+    for match in sorted(set(linear) | set(prototype), key=lambda m: [str(x) for x in m]):
+        lin = linear.get(match, [None])[0]
+        for proto in prototype.get(match) or [None]:
+            diff = "–"
+            if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
+                diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
+            variant = ", ".join(f"{k}={proto[k]}" for k in varying) if proto else "–"
+            lines.append(
+                "| "
+                + " | ".join(str(x) for x in match)
+                + (f" | {variant}" if varying else "")
+                + f" | {(proto or lin)['metric']} | {fmt(lin['main']) if lin else '–'} | "
+                f"{fmt(proto['main']) if proto else '–'} | {diff} |"
+            )
     return "\n".join(lines)
 
 

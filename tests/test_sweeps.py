@@ -288,3 +288,28 @@ def test_wandb_sweep_file_names_real_keys():
     ]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         compose("config", overrides=overrides)  # raises if a key does not exist
+
+
+def test_aggregate_compares_every_prototype_variant_with_its_linear_baseline():
+    """Prototype cells that differ in prototype-only keys each get a row against the same linear cell."""
+    from protolm.aggregate import aggregate, head_comparison
+
+    def record(head, seed, acc, similarity=None, cohesion=0.25):
+        config = {
+            "task": {"name": "sst2"},
+            "backbone": {"name": "minilm"},
+            "head": {"name": head, "similarity": similarity},
+            "loss": {"cohesion": cohesion},
+        }
+        return {"config": config, "seed": seed, "metrics": {"test/acc": acc}, "selection": {"metric": "val/acc"}}
+
+    runs = [record("linear", s, 0.80) for s in (1, 2)]
+    runs += [record("prototype", s, 0.70, "inv_l2") for s in (1, 2)]
+    runs += [record("prototype", s, 0.78, "cosine") for s in (1, 2)]
+    runs += [record("prototype", s, 0.79, "inv_l2", cohesion=0.0) for s in (1, 2)]
+    keys, rows = aggregate(runs)
+    table = head_comparison(keys, rows)
+    lines = [line for line in table.splitlines() if line.startswith("| sst2")]
+    assert len(lines) == 3, table  # three prototype variants, none dropped
+    assert sum("-0.100" in line for line in lines) == 1 and sum("-0.020" in line for line in lines) == 1
+    assert sum("-0.010" in line for line in lines) == 1 and "similarity=cosine" in table
