@@ -75,7 +75,9 @@ class PrototypeHeadConfig:
     attention_dim: int | None = None  # width of the word-attention projection W; null: the hidden size
     incorrect_class_weight: float = -0.5  # last-layer init from a prototype to the other classes (own: +1)
     last_layer_bias: bool = False  # a bias in the last layer P -> C (the released code has one)
-    attention_init: str = "torch"  # the attention vector w: torch (Linear default) | normal: N(0, 1), as released
+    # The attention vector w: torch (Linear default) | normal: N(0, 1), as released | uniform: 0,
+    # so pooling starts as the mean over real tokens.
+    attention_init: str = "torch"
 
     def __post_init__(self):
         check_number("head.num_prototypes", self.num_prototypes, low=1, integer=True, allow_none=True)

@@ -13,8 +13,9 @@ from torch import nn
 
 SIMILARITIES = ("inv_l2", "log_l2", "cosine")
 # How the attention context vector w starts: PyTorch's Linear default (uniform, scaled by the
-# width) or N(0, 1), as the released proto-lm code draws it.
-ATTENTION_INITS = ("torch", "normal")
+# width), N(0, 1) as the released proto-lm code draws it, or zero: every real token then gets the
+# same weight, so pooling starts as the mean over tokens (sentence-transformers' own pooling).
+ATTENTION_INITS = ("torch", "normal", "uniform")
 
 
 class AttentionPooling(nn.Module):
@@ -33,6 +34,8 @@ class AttentionPooling(nn.Module):
         self.context = nn.Linear(attention_dim, 1, bias=False)
         if init == "normal":
             nn.init.normal_(self.context.weight)
+        elif init == "uniform":
+            nn.init.zeros_(self.context.weight)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
         # Score only the real tokens: tanh(W h) is the head's largest product, and padding is

@@ -145,3 +145,16 @@ def test_linear_head_pools_as_configured(pooling):
         expected = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
         torch.testing.assert_close(out["pooled"], expected)
     assert out["logits"].shape == (4, 2)
+
+
+def test_uniform_attention_init_starts_as_mean_pooling():
+    """head.attention_init=uniform (w = 0): every real token weighs the same, padding nothing."""
+    head = PrototypeHead(16, 4, 2, attention_init="uniform")
+    hidden, mask = batch()
+    out = head(hidden, mask)
+    m = mask.float()
+    torch.testing.assert_close(out["attention"], m / m.sum(-1, keepdim=True))
+    torch.testing.assert_close(out["pooled"], (hidden * m[..., None]).sum(1) / m.sum(-1, keepdim=True))
+    # The other initialisations do not pool by the mean.
+    default = PrototypeHead(16, 4, 2, attention_init="torch")(hidden, mask)
+    assert not torch.allclose(default["attention"], out["attention"])
