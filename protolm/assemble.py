@@ -3,13 +3,14 @@ Lightning trainer and its callbacks. Nothing here trains; ``protolm.train`` runs
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import lightning as L
 
 from protolm import backbone as backbones
 from protolm.checkpoint_io import AtomicCheckpointIO
-from protolm.config import PrototypeHeadConfig, Settings
+from protolm.config import OptimConfig, PrototypeHeadConfig, Settings
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
 from protolm.head import LinearHead, PrototypeHead
@@ -63,11 +64,19 @@ def build_model(settings: Settings, encoder=None, prototype_class=None) -> Proto
         encoder,
         head,
         build_objective(settings, head),
-        settings.optim,
+        effective_optim(settings),
         TaskInfo.from_spec(settings.task),
         seed=settings.seed,
         compile_encoder=settings.backbone.compile,
     )
+
+
+def effective_optim(settings: Settings) -> OptimConfig:
+    """The optimisation settings the model trains with: under the prototype head the encoder's
+    learning rate is ``optim.backbone_lr`` x ``head.encoder_lr_scale``."""
+    if not settings.is_prototype or settings.head.encoder_lr_scale == 1.0:
+        return settings.optim
+    return dataclasses.replace(settings.optim, backbone_lr=settings.optim.backbone_lr * settings.head.encoder_lr_scale)
 
 
 def build_datamodule(settings: Settings, tokenizer) -> TaskDataModule:

@@ -28,7 +28,7 @@ def test_reference_preset_sets_the_released_choices(make_config):
     assert 0.7 < float(head.prototypes.detach().std()) < 1.3 and bool(head.prototypes_initialized)
     assert head.eps == 1e-8 and model.objective.reference_signs
     assert settings.project.mode == "link"  # the released code has no projection
-    configured = optimizer_and_schedule(model, settings.optim, total_steps=100)
+    configured = optimizer_and_schedule(model, model.optim, total_steps=100)
     groups = configured["optimizer"].param_groups
     assert {g["lr"] for g in groups} == {6e-3} and {g["weight_decay"] for g in groups} == {0.0}
     schedule = configured["lr_scheduler"]["scheduler"].lr_lambdas[0]
@@ -41,6 +41,24 @@ def test_defaults_differ_from_the_reference_where_docs_say(make_config):
     assert model.head.last_layer.bias is None
     assert float(model.head.pooling.context.weight.detach().std()) < 0.3  # PyTorch's Linear default, scaled by width
     assert not model.objective.reference_signs
+
+
+@pytest.mark.no_data
+@pytest.mark.parametrize("head", ["prototype", "linear"])
+def test_default_similarity_and_encoder_learning_rate_are_the_studys_choices(make_config, head):
+    """Chosen by experiments/results/study_demo: cosine similarity, and under the prototype head the
+    encoder trains at 2x optim.backbone_lr (the linear head keeps 1x; the head's own rate is unchanged)."""
+    settings = read_settings(
+        make_config("backbone=tiny", f"head={head}", "optim.backbone_lr=1e-4", "optim.head_lr=3e-3")
+    )
+    model = build_model(settings)
+    groups = optimizer_and_schedule(model, model.optim, total_steps=10)["optimizer"].param_groups
+    lrs = {g["name"].split("_")[0]: g["initial_lr"] for g in groups}  # before the warm-up factor
+    assert lrs == {"backbone": 2e-4 if head == "prototype" else 1e-4, "head": 3e-3}
+    if head == "prototype":
+        assert model.head.similarity_kind == "cosine"
+        settings = read_settings(make_config("backbone=tiny", "optim.backbone_lr=1e-4", "head.encoder_lr_scale=1"))
+        assert build_model(settings).optim.backbone_lr == 1e-4
 
 
 def test_two_stage_recipe_fine_tunes_then_trains_the_prototype_head_on_that_encoder(make_config, tmp_path):
