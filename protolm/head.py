@@ -69,9 +69,12 @@ def squared_distances(pooled: torch.Tensor, prototypes: torch.Tensor) -> torch.T
 def similarity_from_pooled(pooled: torch.Tensor, prototypes: torch.Tensor, kind: str, eps: float):
     """Similarity of each pooled embedding to each prototype (B x P), finite at coincidence."""
     if kind == "cosine":
-        s = nn.functional.normalize(pooled.float(), dim=-1, eps=eps)
-        p = nn.functional.normalize(prototypes.float(), dim=-1, eps=eps)
-        return s @ p.t()
+        # In float32 even under bf16 autocast, which would otherwise run this product in bf16
+        # (three significant digits: too coarse for similarities summed over many prototypes).
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            s = nn.functional.normalize(pooled.float(), dim=-1, eps=eps)
+            p = nn.functional.normalize(prototypes.float(), dim=-1, eps=eps)
+            return s @ p.t()
     d2 = squared_distances(pooled, prototypes)
     if kind == "inv_l2":
         # sqrt'(0) is infinite: clamping d^2 away from 0 keeps the gradient finite (zero) when an

@@ -34,7 +34,10 @@ class KeywordEncoder(nn.Module):
 @pytest.fixture
 def keyword_model(make_config, minilm_tokenizer):
     """Class 1 if and only if the keyword is present; attention peaks on the keyword."""
-    settings = read_settings(make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random"))
+    # inv_l2: the known answers below are worked out from distances to the two prototypes.
+    settings = read_settings(
+        make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random", "head.similarity=inv_l2")
+    )
     encoder = KeywordEncoder(minilm_tokenizer.convert_tokens_to_ids(KEYWORD))
     head = build_head(settings, encoder.config.hidden_size)
     model = ProtoLM(

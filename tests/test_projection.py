@@ -58,6 +58,14 @@ def test_streaming_state_is_bounded_by_prototypes_times_m():
     assert torch.equal(topk.indices, best.indices)
 
 
+def sits_on(similarity: torch.Tensor, head) -> bool:
+    """The example's pooled embedding coincides with the prototype: the head's largest similarity
+    (cosine 1; inv_l2 1/eps, i.e. distance 1/sim - eps below 1e-5)."""
+    if head.similarity_kind == "cosine":
+        return 1 - float(similarity) < 1e-5
+    return 1 / float(similarity) - head.eps < 1e-5
+
+
 def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run, tiny_loaded):
     model, record = tiny_loaded.model, tiny_loaded.model.projection
     assert record.mode == "replace" and record.shared_examples == 0
@@ -71,9 +79,9 @@ def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run
             assert split.labels[index] == p.class_index == int(model.head.prototype_class[j])
             batch = next(iter(dm.dataloader("train", indices=[index], shard=False)))
             sims = model(batch)["similarities"][0]
-            # The prototype sits on the example (distance 1/sim - eps below 1e-5, float noise of
-            # batching aside), so it is that example's most similar prototype by far.
-            assert 1 / sims[j] - model.head.eps < 1e-5 and int(sims.argmax()) == j
+            # The prototype sits on the example (float noise of batching aside), so it is that
+            # example's most similar prototype by far.
+            assert sits_on(sims[j], model.head) and int(sims.argmax()) == j
             assert p.nearest[0].index == index and p.nearest[0].text == split.texts[index]
 
 
@@ -124,6 +132,7 @@ def test_projection_every_n_epochs_and_last_layer_phase(make_config):
             "data.max_train_samples=64",
             "data.max_eval_samples=32",
             "head.num_prototypes=4",
+            "head.similarity=inv_l2",  # the shared tiny run is cosine: cover the distance path too
             "project.every_n_epochs=1",
             "project.mode=replace",
             "project.last_layer_epochs=1",
@@ -137,7 +146,7 @@ def test_projection_every_n_epochs_and_last_layer_phase(make_config):
     index = loaded.model.projection.prototypes[0].replaced_by
     with torch.no_grad():
         sims = loaded.model(next(iter(dm.dataloader("train", indices=[index], shard=False))))["similarities"][0]
-    assert 1 / sims[0] - loaded.model.head.eps < 1e-5
+    assert sits_on(sims[0], loaded.model.head)
 
 
 def _stream_shard(rank, world, sims, out):
