@@ -17,7 +17,7 @@ import csv
 import json
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 # Keys that never define a cell: seeds, where things are written, how they are displayed.
@@ -166,8 +166,11 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
     for row in rows:
         match = (row["task.name"], row["backbone.name"], *[row[k] for k in shared])
         (linear if row["head.name"] == "linear" else prototype)[match].append(row)
-    # The variant column names only what differs between prototype rows of the whole table.
-    varying = [k for k in variant_keys if len({str(r[k]) for rs in prototype.values() for r in rs}) > 1]
+    # The variant column names what sets a prototype row apart: its values of the prototype-only
+    # keys that differ from the most common value among the table's prototype rows.
+    proto_rows = [r for rs in prototype.values() for r in rs]
+    varying = [k for k in variant_keys if len({str(r[k]) for r in proto_rows}) > 1]
+    common = {k: Counter(str(r[k]) for r in proto_rows).most_common(1)[0][0] for k in varying}
     lines = [
         "| task | backbone | "
         + "".join(f"{k} | " for k in shared)
@@ -181,7 +184,11 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
             diff = "–"
             if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
                 diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
-            variant = ", ".join(f"{k}={proto[k]}" for k in varying) if proto else "–"
+            variant = "–"
+            if proto:
+                variant = (
+                    ", ".join(f"{k}={proto[k]}" for k in varying if str(proto[k]) != common[k]) or "the common settings"
+                )
             lines.append(
                 "| "
                 + " | ".join(str(x) for x in match)
