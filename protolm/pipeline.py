@@ -126,6 +126,10 @@ def train_last_layer(model, datamodule, epochs: int, trainer_kwargs: dict, root_
     }
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.last_layer_only = True
+    # Freeze before fit: DDP registers the parameters that require grad when it wraps the model,
+    # which happens before configure_optimizers; frozen later, they would count as unused.
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head.last_layer."))
     try:
         L.Trainer(**kwargs, logger=False, default_root_dir=str(root_dir)).fit(model, datamodule=datamodule)
     finally:
