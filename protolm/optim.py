@@ -46,9 +46,8 @@ def optimizer_and_schedule(model: nn.Module, optim: OptimConfig, total_steps: in
 
 
 def last_layer_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """ProtoPNet's last-layer phase: only the P -> C weights learn; prototypes and encoder stay fixed."""
-    for name, param in model.named_parameters():
-        param.requires_grad_(name.startswith("head.last_layer."))
+    """ProtoPNet's last-layer phase: only the P -> C weights learn; prototypes and encoder stay fixed
+    (``protolm.pipeline.train_last_layer`` freezes them before the phase's Trainer starts)."""
     return torch.optim.AdamW(model.head.last_layer.parameters(), lr=lr, weight_decay=0.0)
 
 

@@ -126,8 +126,9 @@ def train_last_layer(model, datamodule, epochs: int, trainer_kwargs: dict, root_
     }
     trainable = {name: p.requires_grad for name, p in model.named_parameters()}
     model.last_layer_only = True
-    # Freeze before fit: DDP registers the parameters that require grad when it wraps the model,
-    # which happens before configure_optimizers; frozen later, they would count as unused.
+    # Freeze here, before fit, not in configure_optimizers: DDP registers the parameters that
+    # require grad when it wraps the model, before configure_optimizers runs, and would count
+    # parameters frozen later as unused.
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("head.last_layer."))
     try:
