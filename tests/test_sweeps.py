@@ -236,6 +236,28 @@ def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
 
 
+# Study variants (conf/variant/); _as_run is their shared base, not a variant of its own.
+VARIANTS = sorted(p.stem for p in (CONF / "variant").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+@pytest.mark.no_data
+@pytest.mark.parametrize("name", VARIANTS)
+def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name):
+    from hydra import compose, initialize_config_dir
+
+    from protolm.config import read_settings
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=study_demo", f"+variant={name}"])
+    settings = read_settings(cfg, check_trainer=False)
+    sweep = yaml.safe_load((CONF / "experiment" / "study_demo.yaml").read_text())
+    assert name in sweep["hydra"]["sweeper"]["params"]["+variant"].split(",")  # the study sweeps it
+    if "_as_run" in (CONF / "variant" / f"{name}.yaml").read_text():
+        # Ran before the 2x encoder and the last-layer phase became defaults (the ll1 variant sets its own).
+        assert settings.head.encoder_lr_scale == 1.0
+        assert settings.project.last_layer_epochs == (1 if name == "proto_cosine_ll1" else 0)
+
+
 @pytest.mark.no_data
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_into_a_valid_sweep(name):
