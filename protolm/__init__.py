@@ -1,22 +1,39 @@
 """protolm: prototype-based built-in interpretability for transformer text classifiers.
 
-The head and losses import light; the training pieces (Lightning, transformers) load on first use:
-``from protolm import PrototypeHead`` is instant, ``from protolm import ProtoLM`` imports Lightning.
+``import protolm`` registers protolm models with transformers (``AutoConfig``,
+``AutoModelForSequenceClassification`` and the ``prototype-text-classification`` pipeline), so an
+exported model loads like any other. The training pieces (Lightning) load on first use:
+``from protolm import ProtoLM`` imports Lightning, ``protolm.load(path)`` does not.
 """
 
+from protolm.configuration_protolm import ProtoLMConfig
 from protolm.head import LinearHead, PrototypeHead
+from protolm.hf import register as _register
 from protolm.losses import PrototypeObjective, TaskObjective, cohesion_separation
+from protolm.modeling_protolm import ProtoLMForSequenceClassification
 
 __version__ = "0.1.0"
+
+_register()
 
 _LAZY = {
     "ProtoLM": "protolm.model",
     "TaskDataModule": "protolm.data.datamodule",
     "TaskSpec": "protolm.data.task",
-    "load": "protolm.checkpoint",  # protolm.load(path) -> model, tokenizer, config of a checkpoint
+    "load": "protolm.api",  # protolm.load(path) -> Classifier: predict, explain
+    "Classifier": "protolm.api",
 }
 
-__all__ = ["PrototypeHead", "LinearHead", "cohesion_separation", "PrototypeObjective", "TaskObjective", *_LAZY]
+__all__ = [
+    "PrototypeHead",
+    "LinearHead",
+    "cohesion_separation",
+    "PrototypeObjective",
+    "TaskObjective",
+    "ProtoLMConfig",
+    "ProtoLMForSequenceClassification",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str):

@@ -67,18 +67,29 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     return Loaded(model, tokenizer_from_files(meta["tokenizer_files"]), config, Path(path))
 
 
+def shipped_checkpoint(run_dir: Path, key: str) -> Path:
+    """The checkpoint a finished run shipped (its results.json says which), found in the run
+    directory even when the directory was moved or copied since."""
+    results = run_dir / "results.json"
+    if not results.exists():
+        raise CheckpointError(
+            f"{key}={run_dir}: a run directory must hold a finished run's results.json; "
+            "or give one of its checkpoints/*.ckpt"
+        )
+    shipped = json.loads(results.read_text()).get("shipped_checkpoint")
+    if not shipped:
+        raise CheckpointError(f"{key}={run_dir}: its results.json names no shipped checkpoint")
+    path = Path(shipped)
+    moved = run_dir / "checkpoints" / path.name
+    return path if path.is_file() or not moved.is_file() else moved
+
+
 def start_encoder_from(model, source: str | Path) -> Path:
     """Load the fine-tuned encoder of an earlier run (its directory: the checkpoint it shipped; or a
     .ckpt) into ``model``'s encoder; the head keeps its fresh initialisation. Returns the file read."""
     path = Path(source).expanduser()
     if path.is_dir():
-        results = path / "results.json"
-        if not results.exists():
-            raise CheckpointError(
-                f"init.from_checkpoint={path}: a run directory must hold a finished run's results.json; "
-                "or give one of its checkpoints/*.ckpt"
-            )
-        path = Path(json.loads(results.read_text())["shipped_checkpoint"])
+        path = shipped_checkpoint(path, "init.from_checkpoint")
     state = read_checkpoint(path)["state_dict"]
     encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     try:

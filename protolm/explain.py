@@ -8,7 +8,6 @@ import torch
 
 from protolm.errors import CheckpointError, DataError
 from protolm.inference import MODEL_INPUTS, to_device
-from protolm.projection import projected_record
 
 
 def require_projection(model, path) -> None:
@@ -40,38 +39,44 @@ def merge_words(
     return merged, special
 
 
-def _prediction(model, logits: torch.Tensor) -> tuple[int, str | float, dict | None]:
+def _prediction(config, logits: torch.Tensor) -> tuple[int, str | float, dict | None]:
     """(predicted class index, prediction as shown, class probabilities) for one input's logits."""
-    if model.regression:
+    if config.problem_type == "regression":
         return 0, float(logits[0]), None
-    labels = model.task_info.labels
+    labels = config.id2label
     p = torch.softmax(logits, -1)
     predicted = int(p.argmax())
     return predicted, labels[predicted], {labels[c]: float(p[c]) for c in range(len(labels))}
 
 
-def _prototypes(model, sims: torch.Tensor, weights: torch.Tensor, top_k: int, nearest: int) -> list[dict]:
+def nearest_of(net, prototype_id: int) -> list[dict]:
+    """A prototype's nearest training examples from the model's projection record (none: [])."""
+    records = (net.prototypes or {}).get("prototypes", [])
+    record = next((r for r in records if r["prototype_id"] == prototype_id), None)
+    return record["nearest"] if record else []
+
+
+def _prototypes(net, sims: torch.Tensor, weights: torch.Tensor, top_k: int, nearest: int) -> list[dict]:
     """The ``top_k`` prototypes contributing most (similarity x weight to the predicted class), each
     with its nearest training examples from the projection."""
     contribution = sims * weights
-    labels = model.task_info.labels
+    regression = net.config.problem_type == "regression"
     shown = []
     for j in torch.argsort(contribution, descending=True)[:top_k].tolist():
-        record = projected_record(model, j)
-        c = int(model.head.prototype_class[j])
+        c = int(net.head.prototype_class[j])
         examples = [
             {
-                "text": n.text,
-                "text_pair": n.text_pair,
-                "label": n.label_name if n.label_name is not None else n.label,
-                "similarity": n.similarity,
+                "text": n["text"],
+                "text_pair": n["text_pair"],
+                "label": n["label_name"] if n["label_name"] is not None else n["label"],
+                "similarity": n["similarity"],
             }
-            for n in (record.nearest if record else [])[:nearest]
+            for n in nearest_of(net, j)[:nearest]
         ]
         shown.append(
             {
                 "prototype_id": j,
-                "class": labels[c] if labels and not model.regression else c,
+                "class": c if regression else net.config.id2label[c],
                 "similarity": float(sims[j]),
                 "contribution": float(contribution[j]),
                 "nearest_examples": examples,
@@ -81,7 +86,7 @@ def _prototypes(model, sims: torch.Tensor, weights: torch.Tensor, top_k: int, ne
 
 
 def _explain_batch(
-    model, tokenizer, texts: list[str], pairs: list[str] | None, top_k: int, nearest: int, max_length: int
+    net, tokenizer, texts: list[str], pairs: list[str] | None, top_k: int, nearest: int, max_length: int
 ) -> list[dict]:
     args = (texts, pairs) if pairs is not None else (texts,)
     enc = tokenizer(
@@ -92,14 +97,14 @@ def _explain_batch(
         return_offsets_mapping=True,
         return_tensors="pt",
     )
-    out = model(to_device(enc, model.device, MODEL_INPUTS))
-    logits, sims, attention = (out[k].float().cpu() for k in ("logits", "similarities", "attention"))
-    weights = model.head.last_layer.weight.detach().float().cpu()  # C x P
+    out = net(**to_device(enc, net.device, MODEL_INPUTS))
+    logits, sims, attention = (t.float().cpu() for t in (out.logits, out.similarities, out.token_attention))
+    weights = net.head.last_layer.weight.detach().float().cpu()  # C x P
     results = []
     for i, text in enumerate(texts):
         pair = pairs[i] if pairs is not None else None
         words, special = merge_words(enc, i, attention[i], (text, pair))
-        predicted, prediction, probs = _prediction(model, logits[i])
+        predicted, prediction, probs = _prediction(net.config, logits[i])
         results.append(
             {
                 "text": text,
@@ -111,7 +116,7 @@ def _explain_batch(
                 "segments": [w["segment"] for w in words],
                 "special_tokens_attention": special,
                 "truncated": bool(enc.encodings[i].overflowing),
-                "prototypes": _prototypes(model, sims[i], weights[predicted], top_k, nearest),
+                "prototypes": _prototypes(net, sims[i], weights[predicted], top_k, nearest),
             }
         )
     return results
@@ -128,15 +133,24 @@ def explain(
     max_length: int = 512,
     batch_size: int = 16,
 ) -> list[dict]:
-    """One explanation dict per input (the fields of explanations.jsonl)."""
+    """One explanation dict per input (the fields of explanations.jsonl). ``model``: a
+    ProtoLMForSequenceClassification with the prototype head, or the training module (ProtoLM)."""
     if not getattr(tokenizer, "is_fast", False):
         raise DataError("explanations need a fast (Rust) tokenizer to map sub-words to words")
-    if model.task_info.pair and pairs is None:
-        raise DataError(f"task {model.task_info.name} classifies text pairs: give text_pair as well as text")
+    net = model.to_transformers() if hasattr(model, "to_transformers") else model
+    if net.config.head_type != "prototype":
+        raise DataError("explanations need the prototype head; this model has the linear head")
+    if net.config.text_pair and pairs is None:
+        raise DataError(f"task {net.config.task} classifies text pairs: give text_pair as well as text")
+    was_training = net.training
+    net.eval()
     results = []
-    for start in range(0, len(texts), batch_size):
-        chunk_pairs = pairs[start : start + batch_size] if pairs is not None else None
-        results += _explain_batch(
-            model, tokenizer, texts[start : start + batch_size], chunk_pairs, top_k, nearest, max_length
-        )
+    try:
+        for start in range(0, len(texts), batch_size):
+            chunk_pairs = pairs[start : start + batch_size] if pairs is not None else None
+            results += _explain_batch(
+                net, tokenizer, texts[start : start + batch_size], chunk_pairs, top_k, nearest, max_length
+            )
+    finally:
+        net.train(was_training)
     return results

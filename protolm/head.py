@@ -94,12 +94,6 @@ def equal_blocks_error(num_prototypes: int, num_classes: int) -> str | None:
     return None
 
 
-def prototype_classes(num_prototypes: int, num_classes: int) -> torch.Tensor:
-    """Class of each prototype: P/C prototypes per class in contiguous blocks."""
-    per_class = num_prototypes // num_classes
-    return torch.arange(num_prototypes) // per_class
-
-
 class PrototypeHead(nn.Module):
     """Attention pooling -> similarity to P prototypes -> linear layer P -> C.
 
@@ -130,14 +124,15 @@ class PrototypeHead(nn.Module):
         if prototype_class is None:
             if equal_blocks_error(num_prototypes, num_classes):
                 raise ValueError(equal_blocks_error(num_prototypes, num_classes))
-            prototype_class = prototype_classes(num_prototypes, num_classes)
-        prototype_class = torch.as_tensor(prototype_class, dtype=torch.long)
-        counts = torch.bincount(prototype_class, minlength=num_classes)
-        if len(counts) != num_classes or counts.min() < 1:
-            raise ValueError(
-                f"every one of the {num_classes} classes needs at least one prototype, got counts {counts.tolist()}"
-            )
-        num_prototypes = len(prototype_class)
+            prototype_class = [i // (num_prototypes // num_classes) for i in range(num_prototypes)]
+        # Checked in Python, not on tensors: transformers builds models on the meta device, where a
+        # tensor has no values to count.
+        classes = [int(c) for c in (prototype_class.tolist() if torch.is_tensor(prototype_class) else prototype_class)]
+        counts = [classes.count(c) for c in range(max(num_classes, max(classes) + 1))]
+        if len(counts) != num_classes or min(counts) < 1:
+            raise ValueError(f"every one of the {num_classes} classes needs a prototype, got counts {counts}")
+        prototype_class = torch.tensor(classes, dtype=torch.long)
+        num_prototypes = len(classes)
         self.hidden_size, self.num_prototypes, self.num_classes = hidden_size, num_prototypes, num_classes
         self.similarity_kind, self.eps = similarity, eps
         self.incorrect_class_weight = incorrect_class_weight
@@ -151,6 +146,18 @@ class PrototypeHead(nn.Module):
         # released code has one; without it a prediction is a sum over prototypes alone).
         self.last_layer = nn.Linear(num_prototypes, num_classes, bias=self.regression or last_layer_bias)
         self.reset_last_layer()
+
+    def architecture(self) -> dict:
+        """The keyword arguments that rebuild this head's architecture (its weights come separately)."""
+        return {
+            "num_prototypes": self.num_prototypes,
+            "similarity": self.similarity_kind,
+            "eps": self.eps,
+            "attention_dim": self.pooling.proj.out_features,
+            "incorrect_class_weight": self.incorrect_class_weight,
+            "prototype_class": self.prototype_class.tolist(),
+            "last_layer_bias": self.last_layer.bias is not None,
+        }
 
     @property
     def prototypes_per_class(self) -> int:
@@ -223,6 +230,10 @@ class LinearHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, num_classes)
+
+    def architecture(self) -> dict:
+        """The keyword arguments that rebuild this head's architecture (its weights come separately)."""
+        return {"pooling": self.pooling, "dropout": self.dropout.p}
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> dict:
         mask = attention_mask.to(hidden_states.dtype)

@@ -16,6 +16,7 @@ from protolm.errors import DataError, TrainingDiverged
 from protolm.head import PrototypeHead
 from protolm.inference import MODEL_INPUTS
 from protolm.metrics import PrototypeUsage, task_metrics
+from protolm.modeling_protolm import encode_and_classify
 from protolm.optim import last_layer_optimizer, optimizer_and_schedule
 from protolm.resume import restore_rng_state, rng_state
 
@@ -85,12 +86,17 @@ class ProtoLM(L.LightningModule):
             self.usage = nn.ModuleDict({f"usage_{s}": PrototypeUsage(head.num_prototypes) for s in stages})
 
     # ------------------------------------------------------------------ forward
-    def encode(self, batch: dict) -> torch.Tensor:
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        return self._encoder_fn(**inputs).last_hidden_state
-
     def forward(self, batch: dict) -> dict:
-        return self.head(self.encode(batch), batch["attention_mask"])
+        # The one implementation of the model, shared with ProtoLMForSequenceClassification.
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        return encode_and_classify(self._encoder_fn, self.head, **inputs)
+
+    def to_transformers(self):
+        """This model as a ``ProtoLMForSequenceClassification`` on the same modules (nothing copied):
+        what export, ``protolm.load`` and the pipelines run. Carries the projection record."""
+        from protolm.hf import transformers_model
+
+        return transformers_model(self)
 
     def losses(self, out: dict, labels: torch.Tensor) -> dict:
         """The weighted objective (``loss``) and its unweighted terms."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from protolm.checkpoint import Loaded, load
+from protolm.checkpoint import Loaded, load, shipped_checkpoint
 from protolm.config import DataConfig, section
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.task import TaskSpec
@@ -15,8 +15,12 @@ from protolm.errors import ConfigError
 
 
 def open_checkpoint(cfg: DictConfig) -> Loaded:
-    """The tool's checkpoint (``ckpt_path``) on its device (``device``, else cpu)."""
-    return load(cfg.ckpt_path, cfg.get("device", "cpu"))
+    """The tool's checkpoint (``ckpt_path``: a .ckpt file, or a finished run's directory for the
+    checkpoint it shipped) on its device (``device``, else cpu)."""
+    path = Path(str(cfg.ckpt_path)).expanduser()
+    if path.is_dir():
+        path = shipped_checkpoint(path, "ckpt_path")
+    return load(path, cfg.get("device", "cpu"))
 
 
 def open_prototype_model(cfg: DictConfig, nothing_to_do: str, writes: tuple[str, ...]):

@@ -1,0 +1,50 @@
+"""export.py: a trained checkpoint as a Hugging Face model directory (and, when asked, on the hub)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.console import Console
+
+from protolm.cli.tool import open_checkpoint
+from protolm.errors import ConfigError
+from protolm.export import export_model, run_results
+
+
+def _check_hub(cfg: DictConfig) -> None:
+    """Before any work: push_to_hub needs a repo_id, a token and a reachable hub."""
+    from protolm.data.hub import hub_reachable
+
+    if not cfg.repo_id:
+        raise ConfigError("push_to_hub=true needs repo_id=<user or organisation>/<name>")
+    if not hub_reachable(cfg.hub_timeout_s):
+        raise ConfigError(
+            "push_to_hub=true: the Hugging Face hub cannot be reached from here (or HF_HUB_OFFLINE is set); "
+            "nothing was uploaded. Export without push_to_hub and upload the directory from a connected machine"
+        )
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        raise ConfigError("push_to_hub=true: no Hugging Face token; run `hf auth login` or set HF_TOKEN")
+
+
+def export_command(cfg: DictConfig) -> dict:
+    if cfg.push_to_hub:
+        _check_hub(cfg)
+    loaded = open_checkpoint(cfg)
+    out = export_model(loaded, Path(cfg.out), run_results(loaded.path), overwrite=cfg.overwrite)
+    console = Console()
+    console.print(f"exported {loaded.path} to {out}")
+    if cfg.onnx:
+        from protolm.onnx import export_onnx
+
+        console.print(f"wrote {export_onnx(out)}")
+    if cfg.push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(cfg.repo_id, private=cfg.private, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(out), repo_id=cfg.repo_id, commit_message="Upload protolm model")
+        console.print(f"uploaded to {commit.repo_url}")
+    return {"output_dir": str(out)}

@@ -1,0 +1,193 @@
+"""A trained model as a transformers model: export.py, from_pretrained, pipelines, protolm.load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from protolm.api import load as load_classifier
+from protolm.errors import ConfigError, DataError
+from protolm.export import export_model
+from tests.support import TINY, assert_clean_failure, compose_config, data_dir, run_cli
+
+SENTENCES = ["a gripping , beautifully acted film", "dull and far too long", "it is what it is", "not bad at all"]
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run, tmp_path_factory):
+    """tiny_run exported through the command line, as a user would."""
+    out = tmp_path_factory.mktemp("export") / "model"
+    result = run_cli("export.py", f"ckpt_path={tiny_run}", f"out={out}", f"hydra.run.dir={out.parent / 'log'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def sst2_train_texts() -> set[str]:
+    lines = (data_dir() / "sst2" / "train.tsv").read_text().splitlines()[1:]
+    return {line.split("\t")[0].strip() for line in lines}
+
+
+def test_export_writes_a_transformers_model_directory(exported, tiny_loaded):
+    names = {p.name for p in exported.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "prototypes.json", "README.md"} <= names
+    assert {"modeling_protolm.py", "configuration_protolm.py", "head.py"} <= names
+    config = json.loads((exported / "config.json").read_text())
+    assert config["model_type"] == "protolm" and config["head_type"] == "prototype"
+    assert config["id2label"] == {"0": "negative", "1": "positive"} and config["task"] == "sst2"
+    assert (
+        config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_protolm.ProtoLMForSequenceClassification"
+    )
+    assert config["encoder"]["_name_or_path"] == tiny_loaded.config["backbone"]["pretrained"]  # not a local path
+    prototypes = json.loads((exported / "prototypes.json").read_text())["prototypes"]
+    assert len(prototypes) == tiny_loaded.model.head.num_prototypes
+    card = (exported / "README.md").read_text()
+    assert "sst2" in card and "test/acc" in card and "prototype 0" in card
+
+
+def test_a_fresh_process_loads_the_export_with_the_checkpoints_logits(exported, tiny_run):
+    """import protolm; AutoModelForSequenceClassification / pipeline / protolm.load on the directory."""
+    script = f"""
+import json, sys, torch, protolm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from protolm.checkpoint import load
+texts = {SENTENCES!r}
+model = AutoModelForSequenceClassification.from_pretrained({str(exported)!r})
+enc = AutoTokenizer.from_pretrained({str(exported)!r})(texts, padding=True, return_tensors="pt")
+reference = load({str(tiny_run / "checkpoints" / "projected.ckpt")!r})
+with torch.no_grad():
+    logits = model.eval()(**enc).logits
+    expected = reference.model(dict(enc))["logits"]
+labels = [r["label"] for r in pipeline("text-classification", model={str(exported)!r})(texts)]
+explained = protolm.load({str(exported)!r}).explain(texts[:2], top_k=2)
+proto = pipeline("prototype-text-classification", model={str(exported)!r})(texts[0])
+print(json.dumps({{
+    "type": type(model).__name__,
+    "max_diff": float((logits - expected).abs().max()),
+    "labels": labels,
+    "expected_labels": [reference.model.task_info.labels[i] for i in expected.argmax(-1).tolist()],
+    "nearest": [n["text"] for e in explained for p in e["prototypes"] for n in p["nearest_examples"]],
+    "pipeline": {{k: proto[k] for k in ("label", "score")}},
+    "pipeline_prototypes": len(proto["prototypes"]), "pipeline_tokens": proto["tokens"],
+}}))
+"""
+    result = run_cli("-c", script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["type"] == "ProtoLMForSequenceClassification"
+    assert found["max_diff"] <= 1e-5
+    assert found["labels"] == found["expected_labels"]
+    assert found["nearest"] and set(t.strip() for t in found["nearest"]) <= sst2_train_texts()
+    assert found["pipeline"]["label"] == found["expected_labels"][0] and 0.5 <= found["pipeline"]["score"] <= 1
+    assert found["pipeline_prototypes"] == 3 and found["pipeline_tokens"] == SENTENCES[0].split()
+
+
+def test_remote_code_loads_the_export_without_protolm(exported, tmp_path):
+    """trust_remote_code=True runs the exported modeling_protolm.py; protolm itself cannot be imported."""
+    script = f"""
+import sys; sys.modules["protolm"] = None  # as if protolm were not installed
+import json, torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+model = AutoModelForSequenceClassification.from_pretrained({str(exported)!r}, trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained({str(exported)!r}, trust_remote_code=True)
+enc = tokenizer({SENTENCES!r}, padding=True, return_tensors="pt")
+with torch.no_grad():
+    print(json.dumps({{"module": type(model).__module__, "logits": model.eval()(**enc).logits.tolist()}}))
+"""
+    result = run_cli("-c", script, env={"HF_MODULES_CACHE": str(tmp_path / "modules")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["module"].startswith("transformers_modules.")
+    here = load_classifier(exported)
+    enc = here.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = here.model(**enc).logits
+    assert torch.allclose(torch.tensor(found["logits"]), expected, atol=1e-5)
+
+
+def test_load_accepts_a_run_a_checkpoint_and_an_export_alike(exported, tiny_run):
+    by_source = [load_classifier(p) for p in (tiny_run, tiny_run / "checkpoints" / "projected.ckpt", exported)]
+    predictions = [clf.predict(SENTENCES, batch_size=3) for clf in by_source]
+    assert predictions[0] == predictions[1]
+    for row, other in zip(predictions[0], predictions[2]):
+        assert row["prediction"] == other["prediction"]
+        assert all(abs(row["probs"][k] - other["probs"][k]) < 1e-5 for k in row["probs"])
+    row = predictions[0][0]
+    assert set(row) == {"prediction", "probs"} and set(row["probs"]) == {"negative", "positive"}
+    assert abs(sum(row["probs"].values()) - 1) < 1e-6 and row["prediction"] == max(row["probs"], key=row["probs"].get)
+    explanation = by_source[2].explain(SENTENCES[:1], top_k=2, nearest=1)[0]
+    assert set(explanation) >= {"prediction", "probs", "tokens", "attention", "prototypes", "text", "text_pair"}
+    assert len(explanation["prototypes"]) == 2 and len(explanation["prototypes"][0]["nearest_examples"]) == 1
+
+
+def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported):
+    clf = load_classifier(exported)
+    with pytest.raises(DataError, match="a list of strings"):
+        clf.predict("one string")
+    with pytest.raises(DataError, match="single texts: drop text_pairs"):
+        clf.predict(["a"], text_pairs=["b"])
+    clf.model.config.text_pair = True  # as a pair task's model would be
+    with pytest.raises(DataError, match="give text_pairs"):
+        clf.explain(["a"])
+    with pytest.raises(DataError, match="2 texts but 1 text_pairs"):
+        clf.predict(["a", "b"], text_pairs=["c"])
+
+
+def test_training_module_and_transformers_model_are_one_model(tiny_loaded):
+    """to_transformers() wraps the same modules (no copy), so both compute the same thing."""
+    model = tiny_loaded.model
+    net = model.to_transformers()
+    assert net.head is model.head and net.encoder is model.encoder
+    assert set(net.state_dict()) == {k for k in model.state_dict() if k.startswith(("encoder.", "head."))}
+    enc = tiny_loaded.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        out, expected = net(**enc), model(dict(enc))
+    assert torch.equal(out.logits, expected["logits"]) and torch.equal(out.similarities, expected["similarities"])
+    assert torch.equal(out.token_attention, expected["attention"])
+    labels = torch.tensor([0, 1, 0, 1])
+    assert torch.isclose(net(**enc, labels=labels).loss, torch.nn.functional.cross_entropy(out.logits, labels))
+
+
+def test_export_never_writes_over_a_directory(tiny_loaded, tmp_path):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        export_model(tiny_loaded, out)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert not list(tmp_path.glob(".taken.tmp-*"))
+
+
+def test_push_to_hub_without_the_hub_fails_fast_and_writes_nothing(tiny_run, tmp_path):
+    out = tmp_path / "model"
+    args = [f"ckpt_path={tiny_run}", f"out={out}", "push_to_hub=true", "repo_id=someone/model"]
+    result = run_cli("export.py", *args, f"hydra.run.dir={tmp_path / 'log'}", env={"HF_HUB_OFFLINE": "1"})
+    assert_clean_failure(result, "hub cannot be reached", "nothing was uploaded")
+    assert len((result.stdout + result.stderr).strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_linear_model_exports_and_predicts_but_does_not_explain(tmp_path):
+    from protolm.checkpoint import load, shipped_checkpoint
+    from protolm.train import train
+
+    run = tmp_path / "linear"
+    train(compose_config(run, [*TINY, "head=linear", "trainer.max_epochs=1"]))
+    out = export_model(load(shipped_checkpoint(run, "run")), tmp_path / "model")
+    assert not (out / "prototypes.json").exists()
+    clf = load_classifier(out)
+    assert clf.model.config.head_type == "linear" and len(clf.predict(SENTENCES)) == len(SENTENCES)
+    with pytest.raises(DataError, match="linear head"):
+        clf.explain(SENTENCES)
+
+
+@pytest.mark.no_data
+def test_meta_device_construction_needs_no_tensor_values():
+    """transformers builds models on the meta device before loading weights: the head must build there."""
+    from protolm.head import PrototypeHead
+
+    with torch.device("meta"):
+        head = PrototypeHead(8, num_prototypes=4, num_classes=2, prototype_class=[0, 1, 1, 0])
+    assert head.prototypes.is_meta and head.num_prototypes == 4
+    assert PrototypeHead(8, num_prototypes=4, num_classes=2).prototype_class.tolist() == [0, 0, 1, 1]
