@@ -41,10 +41,16 @@ class AttentionPooling(nn.Module):
         # Score only the real tokens: tanh(W h) is the head's largest product, and padding is
         # a quarter or more of a batch padded to a fixed length.
         real = attention_mask.bool()
-        token_scores = self.context(torch.tanh(self.proj(hidden_states[real]))).squeeze(-1)
-        # Softmax in float32: under bf16 autocast the scores are too coarse to normalise well.
-        scores = torch.full(real.shape, torch.finfo(torch.float32).min, device=hidden_states.device)
-        scores = scores.masked_scatter(real, token_scores.float())
+        lowest = torch.finfo(torch.float32).min
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            # Graph export needs static shapes: score every position, then mask (the same result).
+            token_scores = self.context(torch.tanh(self.proj(hidden_states))).squeeze(-1)
+            scores = token_scores.float().masked_fill(~real, lowest)
+        else:
+            token_scores = self.context(torch.tanh(self.proj(hidden_states[real]))).squeeze(-1)
+            # Softmax in float32: under bf16 autocast the scores are too coarse to normalise well.
+            scores = torch.full(real.shape, lowest, device=hidden_states.device)
+            scores = scores.masked_scatter(real, token_scores.float())
         alpha = torch.softmax(scores, dim=-1) * real
         # Re-normalise after zeroing padding; only matters for an all-padding row, kept finite.
         alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(1e-12)

@@ -191,3 +191,31 @@ def test_meta_device_construction_needs_no_tensor_values():
         head = PrototypeHead(8, num_prototypes=4, num_classes=2, prototype_class=[0, 1, 1, 0])
     assert head.prototypes.is_meta and head.num_prototypes == 4
     assert PrototypeHead(8, num_prototypes=4, num_classes=2).prototype_class.tolist() == [0, 0, 1, 1]
+
+
+def test_onnx_export_matches_pytorch_on_real_inputs(exported, tmp_path):
+    """model.onnx (logits, similarities, token attention) under onnxruntime, against the torch model,
+    on dev sentences of several lengths in one padded batch."""
+    import shutil
+
+    import numpy as np
+    import onnxruntime
+
+    from protolm.onnx import export_onnx
+
+    model_dir = shutil.copytree(exported, tmp_path / "model")
+    path = export_onnx(model_dir)
+    clf = load_classifier(model_dir)
+    lines = (data_dir() / "sst2" / "dev.tsv").read_text().splitlines()[1:9]
+    texts = [line.split("\t")[0] for line in lines]
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = clf.tokenizer(texts, padding=True, truncation=True, max_length=clf.max_length, return_tensors="np")
+    found = session.run(None, {i.name: enc[i.name] for i in session.get_inputs()})
+    with torch.no_grad():
+        out = clf.model(
+            **clf.tokenizer(texts, padding=True, truncation=True, max_length=clf.max_length, return_tensors="pt")
+        )
+    assert [o.name for o in session.get_outputs()] == ["logits", "similarities", "token_attention"]
+    for got, expected in zip(found, (out.logits, out.similarities, out.token_attention)):
+        assert got.shape == tuple(expected.shape)
+        assert np.abs(got - expected.numpy()).max() <= 1e-4
