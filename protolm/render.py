@@ -89,14 +89,14 @@ def _token_html(e: dict) -> str:
     return " ".join(parts)
 
 
-def _example_html(x: dict) -> str:
+def example_html(x: dict) -> str:
     pair = f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else ""
     label = f'<span class="lab">[{html.escape(str(x["label"]))}]</span>'
     return f'<div class="ex">{label}{html.escape(_clip(x["text"], 220))}{pair}</div>'
 
 
 def _card(p: dict) -> str:
-    examples = "".join(_example_html(x) for x in p["nearest_examples"]) or '<div class="ex">no projected examples</div>'
+    examples = "".join(example_html(x) for x in p["nearest_examples"]) or '<div class="ex">no projected examples</div>'
     return (
         f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
         f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
@@ -115,23 +115,31 @@ def _bars_html(probs: dict | None) -> str:
     return f'<div class="bars">{bars}</div>'
 
 
-def render_html(explanations: list[dict], title: str, meta: dict) -> str:
-    """A single self-contained page: inline CSS, no scripts, no network."""
-    blocks = []
-    for n, e in enumerate(explanations, start=1):
-        bars = _bars_html(e["probs"])
-        note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
-        blocks.append(
-            f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
-            f'{html.escape(_fmt_prediction(e))}</div><div class="text">{_token_html(e)}</div>{bars}{note}</div>'
-            f'<div class="right">{"".join(_card(p) for p in e["prototypes"])}</div></section>'
-        )
+def explanation_section(e: dict, n: int) -> str:
+    """One explanation: the prediction, the words shaded by attention, the class probabilities and
+    the prototype cards."""
+    bars = _bars_html(e["probs"])
+    note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
+    return (
+        f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
+        f'{html.escape(_fmt_prediction(e))}</div><div class="text">{_token_html(e)}</div>{bars}{note}</div>'
+        f'<div class="right">{"".join(_card(p) for p in e["prototypes"])}</div></section>'
+    )
+
+
+def page(title: str, meta: dict, body: str, extra_css: str = "") -> str:
+    """A self-contained HTML page: inline CSS, no scripts, no network."""
     meta_line = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head><body>'
-        f'<h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{"".join(blocks)}</body></html>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}{extra_css}</style></head>'
+        f'<body><h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{body}</body></html>'
     )
+
+
+def render_html(explanations: list[dict], title: str, meta: dict) -> str:
+    """A single self-contained page of explanations: inline CSS, no scripts, no network."""
+    return page(title, meta, "".join(explanation_section(e, n) for n, e in enumerate(explanations, start=1)))
 
 
 # -------------------------------------------------------------------------------- health

@@ -1,0 +1,23 @@
+"""serve.py: a trained model behind a local HTTP server (JSON endpoints and a page)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from protolm.errors import ConfigError
+
+
+def serve_command(cfg: DictConfig) -> None:
+    import uvicorn
+
+    from protolm.api import load
+    from protolm.serve import Limits, create_app
+
+    limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_body_bytes=cfg.max_body_bytes)
+    for key in ("max_texts", "max_chars", "max_body_bytes"):
+        if getattr(limits, key) < 1:
+            raise ConfigError(f"{key}={getattr(limits, key)} must be at least 1")
+    if not 0 <= int(cfg.port) <= 65535:
+        raise ConfigError(f"port={cfg.port} must lie in 0..65535")
+    app = create_app(load(cfg.model, cfg.device), limits)  # loaded before the server listens
+    uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level=cfg.log_level)

@@ -1,0 +1,223 @@
+"""A local explanation server (FastAPI): JSON endpoints for programs and a page for people.
+
+``POST /predict`` and ``POST /explain`` take ``{"texts": [...], "text_pairs": [...]}`` and answer
+``{"predictions": [...]}`` / ``{"explanations": [...]}`` with the fields of ``Classifier.predict``
+and ``Classifier.explain``; ``GET /prototypes`` lists every prototype with its nearest training
+examples; ``GET /health`` answers 200 once the model is loaded (it is loaded before the server
+listens). ``GET /`` is a page (server-rendered, no scripts): a form for a text, the explanation
+of its prediction, and every prototype per class.
+
+Every refusal is a 4xx JSON ``{"error": "..."}``: oversized bodies (413), too many or too long
+texts and malformed requests (422), inputs the model cannot take (400). Model calls run one at a
+time under a lock: a CPU model gains nothing from concurrent passes, and they would contend.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from protolm.errors import ProtoLMError
+from protolm.render import example_html, explanation_section, page
+
+
+@dataclass
+class Limits:
+    max_texts: int = 64  # texts per request
+    max_chars: int = 10_000  # characters per text
+    max_body_bytes: int = 1_000_000  # request body
+
+
+class TextsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(min_length=1)
+    text_pairs: list[str] | None = None
+
+
+class ExplainRequest(TextsRequest):
+    top_k: int = Field(3, ge=1, le=100)
+    nearest: int = Field(3, ge=0, le=50)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app sees it. A
+    declared Content-Length is checked up front (the server delivers no more than it declares);
+    a chunked body is buffered up to the limit and then replayed to the app."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                return await _too_large(self.limit)(scope, receive, send)
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _too_large(self.limit)(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"request body over the server's limit of {limit} bytes"}, status_code=413)
+
+
+def _one_line(err: RequestValidationError) -> str:
+    first = err.errors()[0]
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON ({first.get('msg', 'invalid')} at character {first['loc'][-1]})"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
+def create_app(clf, limits: Limits | None = None) -> FastAPI:
+    """The server's application around a loaded :class:`protolm.api.Classifier`."""
+    limits = limits or Limits()
+    app = FastAPI(title="protolm", summary=f"{clf.model.config.task}: predictions with their prototypes")
+    lock = threading.Lock()
+    config = clf.model.config
+    meta = {"task": config.task, "head": config.head_type, "labels": ", ".join(clf.labels or ["(regression)"])}
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, err: RequestValidationError):
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and not kind.startswith("application/json"):
+            message = f"send the body as JSON with Content-Type: application/json (got {kind or 'none'!r})"
+            return JSONResponse({"error": message}, status_code=415)
+        return JSONResponse({"error": _one_line(err)}, status_code=422)
+
+    @app.exception_handler(ProtoLMError)
+    async def refused(request: Request, err: ProtoLMError):
+        return JSONResponse({"error": str(err)}, status_code=400)
+
+    def check(request: TextsRequest) -> None:
+        if len(request.texts) > limits.max_texts:
+            raise _Refusal(f"texts: {len(request.texts)} texts, over the server's limit of {limits.max_texts}")
+        for field, values in (("texts", request.texts), ("text_pairs", request.text_pairs or [])):
+            for i, text in enumerate(values):
+                if len(text) > limits.max_chars:
+                    raise _Refusal(f"{field}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+
+    @app.exception_handler(_Refusal)
+    async def over_limit(request: Request, err: _Refusal):
+        return JSONResponse({"error": str(err)}, status_code=422)
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "task": config.task, "head": config.head_type, "labels": clf.labels}
+
+    @app.post("/predict")
+    def predict(request: TextsRequest):
+        check(request)
+        with lock:
+            return {"predictions": clf.predict(request.texts, request.text_pairs)}
+
+    @app.post("/explain")
+    def explain(request: ExplainRequest):
+        check(request)
+        with lock:
+            found = clf.explain(request.texts, request.text_pairs, top_k=request.top_k, nearest=request.nearest)
+        return {"explanations": found}
+
+    @app.get("/prototypes")
+    def prototypes():
+        return {"labels": clf.labels, "prototypes": clf.prototypes()}
+
+    @app.get("/", response_class=HTMLResponse)
+    def home(text: str | None = Query(None), text_pair: str | None = Query(None)):
+        body, error = "", ""
+        if text:
+            try:
+                if len(text) > limits.max_chars or len(text_pair or "") > limits.max_chars:
+                    raise _Refusal(f"a text is over the limit of {limits.max_chars} characters")
+                pairs = [text_pair or ""] if clf.text_pair else None
+                with lock:
+                    found = clf.explain([text], pairs) if config.head_type == "prototype" else None
+                    rows = clf.predict([text], pairs) if found is None else None
+                body = explanation_section(found[0], 1) if found else f"<p>prediction: {html.escape(str(rows[0]))}</p>"
+            except (ProtoLMError, _Refusal) as err:
+                error = f'<p class="error">{html.escape(str(err))}</p>'
+        return page("protolm", meta, _form(text, text_pair, clf.text_pair) + error + body + _browser(clf), PAGE_CSS)
+
+    return BodyLimit(app, limits.max_body_bytes)
+
+
+class _Refusal(Exception):
+    """A request over one of the server's limits."""
+
+
+PAGE_CSS = """
+form{background:#fff;border:1px solid #dde1e8;border-radius:10px;padding:14px;margin-bottom:18px}
+textarea{width:100%;box-sizing:border-box;font:inherit;font-size:15px;padding:8px;border:1px solid #ccd;\
+border-radius:6px}
+button{margin-top:8px;font:inherit;padding:6px 16px;border-radius:6px;border:1px solid #4a7bd0;\
+background:#4a7bd0;color:#fff}
+.error{color:#a12;font-weight:600}
+details{background:#fff;border:1px solid #dde1e8;border-radius:10px;padding:10px 14px;margin-bottom:10px}
+summary{cursor:pointer;font-weight:600} .protos{display:flex;flex-wrap:wrap;gap:10px;margin-top:10px}
+.protos .card{flex:1 1 360px}
+"""
+
+
+def _form(text: str | None, text_pair: str | None, pair: bool) -> str:
+    second = (
+        f'<textarea name="text_pair" rows="2" placeholder="second text">{html.escape(text_pair or "")}</textarea>'
+        if pair
+        else ""
+    )
+    return (
+        f'<form method="get" action="/"><textarea name="text" rows="3" placeholder="a text to classify">'
+        f'{html.escape(text or "")}</textarea>{second}<button type="submit">explain</button></form>'
+    )
+
+
+def _browser(clf) -> str:
+    """Every prototype, grouped by class, with its nearest training examples."""
+    records = clf.prototypes()
+    if not records:
+        return ""
+    by_class: dict = {}
+    for record in records:
+        by_class.setdefault(record.get("class_name") or record["class"], []).append(record)
+    sections = []
+    for name, group in by_class.items():
+        cards = "".join(
+            f'<div class="card proto"><div class="hd"><span>prototype {r["prototype_id"]}</span></div>'
+            + "".join(
+                example_html({**n, "label": n["label_name"] if n["label_name"] is not None else n["label"]})
+                for n in r["nearest"]
+            )
+            + "</div>"
+            for r in group
+        )
+        title = f"class {html.escape(str(name))}: {len(group)} prototypes"
+        sections.append(
+            f'<details class="class-group"><summary>{title}</summary><div class="protos">{cards}</div></details>'
+        )
+    return "<h2>Prototypes</h2>" + "".join(sections)
