@@ -40,12 +40,22 @@ def export_model(
         if net.prototypes is not None:
             (tmp / PROTOTYPES_FILE).write_text(json.dumps(net.prototypes, indent=1) + "\n")
         (tmp / CARD_FILE).write_text(model_card(net, loaded.config, results, card_prototypes))
+        _readable_by_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _readable_by_umask(directory: Path) -> None:
+    """Files as the user's umask allows (the weights file is written owner-only), so a model
+    directory on a shared disk can be read by the colleagues it is shared with."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def _metrics_table(results: dict | None) -> str:
