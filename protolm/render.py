@@ -132,7 +132,8 @@ def page(title: str, meta: dict, body: str, extra_css: str = "") -> str:
     meta_line = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
     return (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}{extra_css}</style></head>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+        f"<style>{CSS}{extra_css}</style></head>"
         f'<body><h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{body}</body></html>'
     )
 
