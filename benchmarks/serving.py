@@ -44,7 +44,14 @@ def bench_predict(model_dir: Path, n: int, rounds: int) -> list[dict]:
     import protolm
 
     clf = protolm.load(model_dir)
-    session = onnxruntime.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    # onnxruntime's threads spin after each run by default, taking the cores from the torch rounds
+    # interleaved with its own: without this, eager torch measures several times slower than it is.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(
+        str(model_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     names = [i.name for i in session.get_inputs()]
     texts = dev_texts(n)
 
