@@ -20,6 +20,7 @@ import asyncio
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -146,17 +147,9 @@ async def load(url: str, path: str, bodies: list[dict], concurrency: int) -> dic
 def bench_server(model_dir: Path, requests: int, concurrency: int, port: int) -> list[dict]:
     import httpx
 
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "serve.py",
-            f"model={model_dir}",
-            f"port={port}",
-            "log_level=warning",
-            "hydra.run.dir=/tmp/protolm-bench-serve",
-        ],
-        cwd=ROOT,
-    )
+    records = tempfile.mkdtemp(prefix="protolm-serve-")  # the server's .hydra records, not kept
+    command = [sys.executable, "serve.py", f"model={model_dir}", f"port={port}", "log_level=warning"]
+    process = subprocess.Popen([*command, f"hydra.run.dir={records}"], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
@@ -189,6 +182,7 @@ def main():
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--out", type=Path, default=None, help="where the JSON goes (default benchmarks/results/)")
     args = parser.parse_args()
     result = {"machine": machine(), "model": str(args.model)}
     if args.what in ("predict", "both"):
@@ -198,7 +192,7 @@ def main():
         result["server"] = bench_server(args.model, args.requests, args.concurrency, args.port)
         columns = ["endpoint", "concurrency", "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"]
         print(table(result["server"], [*columns, "server_rss_before_mb", "server_rss_after_mb"]))
-    print(f"wrote {write('serving', result)}")
+    print(f"wrote {write('serving', result, args.out)}")
 
 
 if __name__ == "__main__":
