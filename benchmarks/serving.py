@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,14 @@ def bench_predict(model_dir: Path, n: int, rounds: int) -> list[dict]:
     return rows
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -153,11 +162,15 @@ def bench_server(model_dir: Path, requests: int, concurrency: int, port: int) ->
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
+            if process.poll() is not None:
+                raise SystemExit(f"serve.py exited with {process.returncode} before answering /health")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 time.sleep(0.5)
+        else:
+            raise SystemExit("serve.py did not answer /health within 5 minutes")
         texts = dev_texts(requests)
         before = rss_kb(process.pid)
         rows = []
@@ -171,6 +184,7 @@ def bench_server(model_dir: Path, requests: int, concurrency: int, port: int) ->
     finally:
         process.terminate()
         process.wait(timeout=30)
+        shutil.rmtree(records, ignore_errors=True)
 
 
 def main():
@@ -181,7 +195,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--port", type=int, default=8391, help="the server's port (0: a free one)")
     parser.add_argument("--out", type=Path, default=None, help="where the JSON goes (default benchmarks/results/)")
     args = parser.parse_args()
     result = {"machine": machine(), "model": str(args.model)}
@@ -189,7 +203,7 @@ def main():
         result["predict"] = bench_predict(args.model, args.examples, args.rounds)
         print(table(result["predict"], ["batch", "runtime", "examples_per_s", "speed_vs_eager", "max_abs_logit_diff"]))
     if args.what in ("server", "both"):
-        result["server"] = bench_server(args.model, args.requests, args.concurrency, args.port)
+        result["server"] = bench_server(args.model, args.requests, args.concurrency, args.port or free_port())
         columns = ["endpoint", "concurrency", "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"]
         print(table(result["server"], [*columns, "server_rss_before_mb", "server_rss_after_mb"]))
     print(f"wrote {write('serving', result, args.out)}")

@@ -1,20 +1,37 @@
 """protolm: prototype-based built-in interpretability for transformer text classifiers.
 
-``import protolm`` registers protolm models with transformers (``AutoConfig``,
-``AutoModelForSequenceClassification`` and the ``prototype-text-classification`` pipeline), so an
-exported model loads like any other. The training pieces (Lightning) load on first use:
+protolm models are registered with transformers (``AutoConfig``, ``AutoModelForSequenceClassification``
+and the ``prototype-text-classification`` pipeline) as soon as both ``protolm`` and
+``transformers`` are imported, in either order, so an exported model loads like any other;
+``import protolm`` alone stays light. The training pieces (Lightning) load on first use:
 ``from protolm import ProtoLM`` imports Lightning, ``protolm.load(path)`` does not.
 """
 
-from protolm.configuration_protolm import ProtoLMConfig
+import wrapt
+
 from protolm.head import LinearHead, PrototypeHead
-from protolm.hf import register as _register
 from protolm.losses import PrototypeObjective, TaskObjective, cohesion_separation
-from protolm.modeling_protolm import ProtoLMForSequenceClassification
 
 __version__ = "0.1.0"
 
-_register()
+
+def _register_with_transformers(transformers_module) -> None:
+    import sys
+
+    if any(
+        getattr(getattr(m, "__spec__", None), "_initializing", False)
+        for n, m in list(sys.modules.items())
+        if n.startswith("protolm.")
+    ):
+        return  # transformers is being imported by protolm's own modules: protolm.hf registers when done
+    from protolm.hf import register
+
+    register()
+
+
+# Runs now if transformers is already imported, else right after its import: the registration
+# needs transformers' model classes, seconds to import, which a `--help` should not pay for.
+wrapt.register_post_import_hook(_register_with_transformers, "transformers")
 
 _LAZY = {
     "ProtoLM": "protolm.model",
@@ -22,18 +39,11 @@ _LAZY = {
     "TaskSpec": "protolm.data.task",
     "load": "protolm.api",  # protolm.load(path) -> Classifier: predict, explain
     "Classifier": "protolm.api",
+    "ProtoLMConfig": "protolm.hf",  # through protolm.hf: importing it registers them with transformers
+    "ProtoLMForSequenceClassification": "protolm.hf",
 }
 
-__all__ = [
-    "PrototypeHead",
-    "LinearHead",
-    "cohesion_separation",
-    "PrototypeObjective",
-    "TaskObjective",
-    "ProtoLMConfig",
-    "ProtoLMForSequenceClassification",
-    *_LAZY,
-]
+__all__ = ["PrototypeHead", "LinearHead", "cohesion_separation", "PrototypeObjective", "TaskObjective", *_LAZY]
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ the model runs as a ``ProtoLMForSequenceClassification``: the same code and outp
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from protolm.errors import CheckpointError, DataError
 from protolm.inference import MODEL_INPUTS, to_device
 
 DEFAULT_MAX_LENGTH = 512
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, not a local path
 
 
 class Classifier:
@@ -157,7 +159,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
             )
         local = shipped_checkpoint(local, "path")
     elif not local.exists():
-        if str(path).count("/") == 1 and not str(path).endswith(".ckpt"):  # owner/name: a hub repository
+        if HUB_ID.fullmatch(str(path)) and not str(path).endswith(".ckpt"):  # owner/name: a hub repository
             return _load_exported(str(path), device)
         raise CheckpointError(f"{path}: no such file or directory")
     loaded = load_checkpoint(local, device)
@@ -167,7 +169,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
 def _load_exported(source: str, device) -> Classifier:
     from transformers import AutoTokenizer
 
-    from protolm.modeling_protolm import ProtoLMForSequenceClassification
+    from protolm.hf import ProtoLMForSequenceClassification
 
     try:
         model = ProtoLMForSequenceClassification.from_pretrained(source)

@@ -142,7 +142,7 @@ def explain(
         raise DataError("explanations need the prototype head; this model has the linear head")
     if net.config.text_pair and pairs is None:
         raise DataError(f"task {net.config.task} classifies text pairs: give text_pair as well as text")
-    was_training = net.training
+    modes = {module: module.training for module in net.modules()}  # restored module by module after
     net.eval()
     results = []
     try:
@@ -152,5 +152,6 @@ def explain(
                 net, tokenizer, texts[start : start + batch_size], chunk_pairs, top_k, nearest, max_length
             )
     finally:
-        net.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     return results

@@ -16,8 +16,7 @@ import shutil
 from pathlib import Path
 
 from protolm.errors import ConfigError
-from protolm.hf import AUTO_MAP, copy_remote_code
-from protolm.modeling_protolm import PROTOTYPES_FILE
+from protolm.hf import AUTO_MAP, PROTOTYPES_FILE, copy_remote_code
 
 CARD_FILE = "README.md"
 
@@ -26,9 +25,14 @@ def export_model(
     loaded, out: Path, results: dict | None = None, overwrite: bool = False, card_prototypes: int = 2
 ) -> Path:
     """Write ``loaded`` (protolm.checkpoint.Loaded) to ``out``; ``results``: the run's results.json."""
+    from protolm.api import is_exported
+
     out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"out={out} already exists and is not empty; choose another out= or pass overwrite=true")
+    if out.exists() and any(out.iterdir()):
+        if not is_exported(out):  # never deleted, overwrite or not: it may be anything
+            raise ConfigError(f"out={out} is not empty and holds no exported model; choose another out=")
+        if not overwrite:
+            raise ConfigError(f"out={out} already holds an exported model; choose another out= or pass overwrite=true")
     net = loaded.model.to_transformers().eval()
     net.config.auto_map = dict(AUTO_MAP)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -38,8 +42,8 @@ def export_model(
         loaded.tokenizer.save_pretrained(tmp)
         copy_remote_code(tmp)
         if net.prototypes is not None:
-            (tmp / PROTOTYPES_FILE).write_text(json.dumps(net.prototypes, indent=1) + "\n")
-        (tmp / CARD_FILE).write_text(model_card(net, loaded.config, results, card_prototypes))
+            (tmp / PROTOTYPES_FILE).write_text(json.dumps(net.prototypes, indent=1) + "\n", encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(net, loaded.config, results, card_prototypes), encoding="utf-8")
         _readable_by_umask(tmp)
         if out.exists():
             shutil.rmtree(out)
@@ -143,5 +147,5 @@ def run_results(checkpoint: Path) -> dict | None:
     """The results.json of the run a checkpoint belongs to (``<run>/checkpoints/x.ckpt``), if any."""
     for candidate in (checkpoint.parent.parent / "results.json", checkpoint.parent / "results.json"):
         if candidate.is_file():
-            return json.loads(candidate.read_text())
+            return json.loads(candidate.read_text(encoding="utf-8"))
     return None

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import transformers  # noqa: F401  (first: its import hook then finds this module mid-import, and defers)
+
 from protolm.configuration_protolm import ProtoLMConfig
-from protolm.modeling_protolm import ProtoLMForSequenceClassification
+from protolm.modeling_protolm import PROTOTYPES_FILE, ProtoLMForSequenceClassification, encode_and_classify
+
+# protolm's own code imports the model's pieces from here, so that they are registered when used.
+__all__ = ["ProtoLMConfig", "ProtoLMForSequenceClassification", "encode_and_classify", "PROTOTYPES_FILE"]
 
 # The files that let `trust_remote_code=True` load an exported model without protolm installed.
 REMOTE_CODE_FILES = ("configuration_protolm.py", "modeling_protolm.py", "head.py")
@@ -54,14 +59,15 @@ def transformers_model(model) -> ProtoLMForSequenceClassification:
     net = ProtoLMForSequenceClassification(config, encoder=model.encoder, head=model.head)
     if model.projection is not None:
         net.prototypes = model.projection.to_dict()
-    return net.train(model.training)
+    net.training = model.training  # the flag only: train() would reset every shared module's mode
+    return net
 
 
 def copy_remote_code(directory: Path) -> None:
     """Write the model's code beside its weights, and point config.json's auto_map at it."""
     package = Path(__file__).parent
     for name in REMOTE_CODE_FILES:
-        (directory / name).write_text((package / name).read_text())
+        (directory / name).write_text((package / name).read_text(encoding="utf-8"), encoding="utf-8")
 
 
 _registered = False
@@ -81,3 +87,6 @@ def register() -> None:
     AutoModelForSequenceClassification.register(ProtoLMConfig, ProtoLMForSequenceClassification, exist_ok=True)
     register_pipeline(PIPELINE_TASK)
     _registered = True
+
+
+register()  # importing this module means transformers is imported: protolm's classes are known from here on

@@ -14,9 +14,9 @@ from torch import nn
 from protolm.config import OptimConfig
 from protolm.errors import DataError, TrainingDiverged
 from protolm.head import PrototypeHead
+from protolm.hf import encode_and_classify
 from protolm.inference import MODEL_INPUTS
 from protolm.metrics import PrototypeUsage, task_metrics
-from protolm.modeling_protolm import encode_and_classify
 from protolm.optim import last_layer_optimizer, optimizer_and_schedule
 from protolm.resume import restore_rng_state, rng_state
 

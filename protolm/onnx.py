@@ -30,7 +30,7 @@ def export_onnx(model_dir: Path, opset: int = 18) -> Path:
     """Write ``model_dir/model.onnx`` for the model saved in ``model_dir``; returns its path."""
     from transformers import AutoTokenizer
 
-    from protolm.modeling_protolm import ProtoLMForSequenceClassification
+    from protolm.hf import ProtoLMForSequenceClassification
 
     model_dir = Path(model_dir)
     net = ProtoLMForSequenceClassification.from_pretrained(model_dir).eval()

@@ -3,7 +3,8 @@ length inside a chunk, so batches carry little padding), write one output row pe
 input order. Memory is bounded by the chunk, not the file.
 
 Inputs: ``.txt`` (one text per line; pair models: ``text<TAB>text_pair``), ``.csv`` (a header
-naming the text column(s)), ``.jsonl`` (one object per line; blank lines are not rows). Outputs:
+naming the text column(s)), ``.jsonl`` (one object per line); blank lines are not rows, and
+``row`` counts the rows that are. A byte-order mark is skipped. Outputs:
 ``.jsonl`` (the fields of ``Classifier.predict``, or of ``explain`` with ``explain=true``) or
 ``.csv`` (one ``prob_<label>`` column per class; explanations as a JSON column).
 """
@@ -36,13 +37,29 @@ def file_format(path: Path, allowed: tuple[str, ...], key: str) -> str:
     return suffix
 
 
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is encodable text (JSON's \\ud800-style escapes can smuggle in halves of a
+    surrogate pair, which tokenizers refuse)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(value: str, where: str) -> str:
+    if not is_unicode(value):
+        raise DataError(f"{where}: not valid Unicode text (a lone surrogate escape)")
+    return value
+
+
 def _field(record: dict, name: str, where: str) -> str:
     if name not in record:
         raise DataError(f"{where}: no field {name!r} (it has {', '.join(map(repr, record))}); set text_field=...")
     value = record[name]
     if not isinstance(value, str):
         raise DataError(f"{where}: field {name!r} must be a string, got {type(value).__name__}")
-    return value
+    return _text(value, where)
 
 
 def read_rows(path: Path, pair: bool, text_field: str = "text", pair_field: str = "text_pair") -> Iterator[Row]:
@@ -50,18 +67,19 @@ def read_rows(path: Path, pair: bool, text_field: str = "text", pair_field: str 
     fmt = file_format(path, INPUT_FORMATS, "input_file")
     if not path.is_file():
         raise DataError(f"input_file={path}: no such file")
-    with open(path, encoding="utf-8", newline="" if fmt == "csv" else None) as f:
+    with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as f:
         try:
             if fmt == "txt":
-                for number, line in enumerate(f):
+                number = 0
+                for line_number, line in enumerate(f, start=1):
                     line = line.rstrip("\n").rstrip("\r")
-                    if not pair:
-                        yield Row(number, line, None)
+                    if not line.strip():
                         continue
-                    text, sep, second = line.partition("\t")
-                    if not sep:
-                        raise DataError(f"{path}: line {number + 1}: a pair model needs 'text<TAB>text_pair'")
+                    text, sep, second = line.partition("\t") if pair else (line, "", None)
+                    if pair and not sep:
+                        raise DataError(f"{path}: line {line_number}: a pair model needs 'text<TAB>text_pair'")
                     yield Row(number, text, second)
+                    number += 1
             elif fmt == "csv":
                 for number, record in enumerate(csv.DictReader(f)):
                     where = f"{path}: row {number + 1}"
@@ -175,7 +193,8 @@ def predict_file(
     writer = Writer(output, clf.labels, clf.text_pair)
     written = 0
     try:
-        with tqdm(total=count_lines(input_file), unit="row", disable=not progress, desc="predict") as bar:
+        total = count_lines(input_file) if progress else None  # a second pass over the file: only for the bar
+        with tqdm(total=total, unit="row", disable=not progress, desc="predict") as bar:
             for chunk in _chunks(rows, chunk_size):
                 for result in classify_chunk(clf, chunk, batch_size, explain):
                     writer.write(result)

@@ -15,6 +15,7 @@ time under a lock: a CPU model gains nothing from concurrent passes, and they wo
 from __future__ import annotations
 
 import html
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -24,7 +25,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from protolm.errors import ProtoLMError
+from protolm.predict import is_unicode
 from protolm.render import example_html, explanation_section, page
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Limits:
     max_texts: int = 64  # texts per request
     max_chars: int = 10_000  # characters per text
     max_body_bytes: int = 1_000_000  # request body
+    max_waiting: int = 32  # model requests queued at once; more get 503 (the thread pool stays free)
 
 
 class TextsRequest(BaseModel):
@@ -123,30 +128,49 @@ def create_app(clf, limits: Limits | None = None) -> FastAPI:
             for i, text in enumerate(values):
                 if len(text) > limits.max_chars:
                     raise _Refusal(f"{field}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+                if not is_unicode(text):
+                    raise _Refusal(f"{field}.{i}: not valid Unicode text (a lone surrogate escape)")
 
     @app.exception_handler(_Refusal)
     async def over_limit(request: Request, err: _Refusal):
-        return JSONResponse({"error": str(err)}, status_code=422)
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception):
+        log.exception("request to %s failed", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(err).__name__}); the server log has the details"}, 500)
+
+    waiting = threading.BoundedSemaphore(limits.max_waiting)
+
+    def run_model(fn):
+        """``fn()`` on the model, one call at a time; refused (503) when too many already wait."""
+        if not waiting.acquire(blocking=False):
+            raise _Refusal(f"the server is busy ({limits.max_waiting} requests waiting); retry shortly", 503)
+        try:
+            with lock:
+                return fn()
+        finally:
+            waiting.release()
 
     @app.get("/health")
-    def health():
+    async def health():  # async: answered on the event loop, never behind the model's queue
         return {"status": "ok", "task": config.task, "head": config.head_type, "labels": clf.labels}
 
     @app.post("/predict")
     def predict(request: TextsRequest):
         check(request)
-        with lock:
-            return {"predictions": clf.predict(request.texts, request.text_pairs)}
+        return {"predictions": run_model(lambda: clf.predict(request.texts, request.text_pairs))}
 
     @app.post("/explain")
     def explain(request: ExplainRequest):
         check(request)
-        with lock:
-            found = clf.explain(request.texts, request.text_pairs, top_k=request.top_k, nearest=request.nearest)
+        found = run_model(
+            lambda: clf.explain(request.texts, request.text_pairs, top_k=request.top_k, nearest=request.nearest)
+        )
         return {"explanations": found}
 
     @app.get("/prototypes")
-    def prototypes():
+    async def prototypes():
         return {"labels": clf.labels, "prototypes": clf.prototypes()}
 
     @app.get("/", response_class=HTMLResponse)
@@ -157,9 +181,12 @@ def create_app(clf, limits: Limits | None = None) -> FastAPI:
                 if len(text) > limits.max_chars or len(text_pair or "") > limits.max_chars:
                     raise _Refusal(f"a text is over the limit of {limits.max_chars} characters")
                 pairs = [text_pair or ""] if clf.text_pair else None
-                with lock:
-                    found = clf.explain([text], pairs) if config.head_type == "prototype" else None
-                    rows = clf.predict([text], pairs) if found is None else None
+                if not is_unicode(text) or not is_unicode(text_pair or ""):
+                    raise _Refusal("the text is not valid Unicode")
+                if config.head_type == "prototype":
+                    found, rows = run_model(lambda: clf.explain([text], pairs)), None
+                else:
+                    found, rows = None, run_model(lambda: clf.predict([text], pairs))
                 body = explanation_section(found[0], 1) if found else f"<p>prediction: {html.escape(str(rows[0]))}</p>"
             except (ProtoLMError, _Refusal) as err:
                 error = f'<p class="error">{html.escape(str(err))}</p>'
@@ -169,7 +196,11 @@ def create_app(clf, limits: Limits | None = None) -> FastAPI:
 
 
 class _Refusal(Exception):
-    """A request over one of the server's limits."""
+    """A request the server will not run: over a limit (422) or while too busy (503)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
 
 
 PAGE_CSS = """

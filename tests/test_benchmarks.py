@@ -28,7 +28,7 @@ def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tm
         "export.py", f"ckpt_path={tiny_run}", f"out={model}", "onnx=true", f"hydra.run.dir={tmp_path / 'log'}"
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
-    args = ["--examples", "8", "--rounds", "1", "--requests", "12", "--concurrency", "3", "--port", "8397"]
+    args = ["--examples", "8", "--rounds", "1", "--requests", "12", "--concurrency", "3", "--port", "0"]
     result = run_cli("benchmarks/serving.py", "--model", str(model), *args, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads((tmp_path / "serving.json").read_text())

@@ -121,7 +121,14 @@ def test_load_accepts_a_run_a_checkpoint_and_an_export_alike(exported, tiny_run)
     assert len(explanation["prototypes"]) == 2 and len(explanation["prototypes"][0]["nearest_examples"]) == 1
 
 
-def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported):
+def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported, tmp_path):
+    from protolm.errors import CheckpointError
+
+    for missing in (tmp_path / "nowhere", "./nowhere", "runs/x.ckpt"):
+        with pytest.raises(CheckpointError):
+            load_classifier(missing)
+    with pytest.raises(CheckpointError, match="no such file or directory"):
+        load_classifier(tmp_path / "nowhere")
     clf = load_classifier(exported)
     with pytest.raises(DataError, match="a list of strings"):
         clf.predict("one string")
@@ -132,6 +139,36 @@ def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported):
         clf.explain(["a"])
     with pytest.raises(DataError, match="2 texts but 1 text_pairs"):
         clf.predict(["a", "b"], text_pairs=["c"])
+
+
+def test_explaining_leaves_every_module_in_the_mode_it_had(tiny_loaded):
+    """A training module mid-epoch (its encoder frozen in eval mode) explained, then training on."""
+    from protolm.explain import explain
+
+    model = tiny_loaded.model
+    model.train()
+    model.encoder.eval()
+    try:
+        modes = {name: m.training for name, m in model.named_modules()}
+        explain(model, tiny_loaded.tokenizer, SENTENCES[:1])
+        assert {name: m.training for name, m in model.named_modules()} == modes
+    finally:
+        model.eval()
+
+
+@pytest.mark.no_data
+def test_import_protolm_stays_light_and_registers_once_transformers_is_imported():
+    script = """
+import sys, protolm
+light = "transformers.modeling_utils" not in sys.modules
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.pipelines import PIPELINE_REGISTRY
+tasks = PIPELINE_REGISTRY.get_supported_tasks()
+print(light, AutoConfig.for_model("protolm").model_type, "prototype-text-classification" in tasks)
+"""
+    result = run_cli("-c", script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "protolm", "True"]
 
 
 def test_training_module_and_transformers_model_are_one_model(tiny_loaded):
@@ -149,14 +186,19 @@ def test_training_module_and_transformers_model_are_one_model(tiny_loaded):
     assert torch.isclose(net(**enc, labels=labels).loss, torch.nn.functional.cross_entropy(out.logits, labels))
 
 
-def test_export_never_writes_over_a_directory(tiny_loaded, tmp_path):
+def test_export_replaces_only_an_earlier_export_and_only_when_asked(tiny_loaded, tmp_path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not empty"):
-        export_model(tiny_loaded, out)
+    for overwrite in (False, True):  # a directory that is not an export is never deleted
+        with pytest.raises(ConfigError, match="not empty and holds no exported model"):
+            export_model(tiny_loaded, out, overwrite=overwrite)
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
-    assert not list(tmp_path.glob(".taken.tmp-*"))
+    earlier = export_model(tiny_loaded, tmp_path / "model")
+    with pytest.raises(ConfigError, match="already holds an exported model; .* pass overwrite=true"):
+        export_model(tiny_loaded, earlier)
+    assert export_model(tiny_loaded, earlier, overwrite=True) == earlier and (earlier / "config.json").is_file()
+    assert not list(tmp_path.glob(".*.tmp-*"))
 
 
 def test_push_to_hub_without_the_hub_fails_fast_and_writes_nothing(tiny_run, tmp_path):

@@ -79,6 +79,7 @@ def test_bad_file_names_and_taken_outputs_fail_before_the_model_loads(tmp_path):
         (["input_file=in.parquet", "output=o.csv"], "input_file=in.parquet: the file name must end in one of .txt"),
         ([given, "output=o.tsv"], "output=o.tsv: the file name must end in one of .csv, .jsonl"),
         ([given, f"output={taken}"], "already exists; choose another output= or pass overwrite=true"),
+        ([given, f"output={tmp_path / 'no' / 'o.csv'}"], "the folder"),
     ):
         result = run_cli("predict.py", "model=/nowhere", *args, f"hydra.run.dir={tmp_path / 'log'}")
         assert_clean_failure(result, message)
@@ -102,9 +103,24 @@ def test_an_interrupted_prediction_leaves_no_output(clf, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [source]
 
 
+def test_byte_order_marks_blank_lines_and_broken_text(clf, tmp_path):
+    source = tmp_path / "excel.csv"
+    source.write_bytes("\ufefftext,id\nfine film,1\n".encode())  # Excel writes a byte-order mark
+    assert predict_file(clf, source, tmp_path / "a.jsonl", progress=False) == 1
+    source = tmp_path / "in.txt"
+    source.write_text("\ufefffirst\n\n  \nsecond\n\n")
+    predict_file(clf, source, tmp_path / "b.jsonl", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["text"]) for r in rows] == [(0, "first"), (1, "second")]
+    source = tmp_path / "broken.jsonl"
+    source.write_text('{"text": "a \\ud800 b"}\n')  # valid JSON, not valid text
+    with pytest.raises(DataError, match="line 1: not valid Unicode text"):
+        predict_file(clf, source, tmp_path / "c.jsonl", progress=False)
+
+
 def test_a_pair_model_needs_tab_separated_pairs(clf, tmp_path, monkeypatch):
     source = tmp_path / "in.txt"
-    source.write_text("premise\thypothesis\nno tab here\n")
+    source.write_text("premise\thypothesis\n\nno tab here\n")
     monkeypatch.setattr(type(clf), "text_pair", property(lambda self: True))
-    with pytest.raises(DataError, match="line 2: a pair model needs 'text<TAB>text_pair'"):
+    with pytest.raises(DataError, match="line 3: a pair model needs 'text<TAB>text_pair'"):
         predict_file(clf, source, tmp_path / "out.jsonl", progress=False)

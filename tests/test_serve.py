@@ -95,6 +95,8 @@ def test_malformed_and_oversized_bodies_never_take_the_server_down(server):
     headers = {"content-type": "application/json"}
     response = httpx.post(f"{server}/predict", content=b"{not json", headers=headers)
     assert response.status_code == 422 and "not valid JSON" in response.json()["error"]
+    response = httpx.post(f"{server}/predict", content=b'{"texts": ["a \\ud800 b"]}', headers=headers)
+    assert response.status_code == 422 and "texts.0: not valid Unicode text" in response.json()["error"]
     response = httpx.post(f"{server}/predict", content=b'{"texts": ["a"]}', headers={"content-type": "text/plain"})
     assert response.status_code == 415 and "Content-Type: application/json" in response.json()["error"]
 

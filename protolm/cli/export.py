@@ -10,6 +10,7 @@ from rich.console import Console
 from protolm.cli.tool import open_checkpoint
 from protolm.errors import ConfigError
 from protolm.export import export_model, run_results
+from protolm.extras import require
 
 
 def _check_hub(cfg: DictConfig) -> None:
@@ -30,6 +31,8 @@ def _check_hub(cfg: DictConfig) -> None:
 
 
 def export_command(cfg: DictConfig) -> dict:
+    if cfg.onnx:
+        require("onnx", "onnx=true")
     if cfg.push_to_hub:
         _check_hub(cfg)
     loaded = open_checkpoint(cfg)

@@ -21,6 +21,8 @@ def predict_command(cfg: DictConfig) -> dict:
         raise ConfigError(f"output={output} already exists; choose another output= or pass overwrite=true")
     if not input_file.is_file():
         raise ConfigError(f"input_file={input_file}: no such file")
+    if not output.parent.is_dir():
+        raise ConfigError(f"output={output}: the folder {output.parent} does not exist")
     for key in ("batch_size", "chunk_size", "top_k", "nearest"):
         if int(cfg[key]) < 1:
             raise ConfigError(f"{key}={cfg[key]} must be at least 1")

@@ -5,16 +5,18 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from protolm.errors import ConfigError
+from protolm.extras import require
 
 
 def serve_command(cfg: DictConfig) -> None:
+    require("serve", "serve.py")
     import uvicorn
 
     from protolm.api import load
     from protolm.serve import Limits, create_app
 
-    limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_body_bytes=cfg.max_body_bytes)
-    for key in ("max_texts", "max_chars", "max_body_bytes"):
+    limits = Limits(cfg.max_texts, cfg.max_chars, cfg.max_body_bytes, cfg.max_waiting)
+    for key in ("max_texts", "max_chars", "max_body_bytes", "max_waiting"):
         if getattr(limits, key) < 1:
             raise ConfigError(f"{key}={getattr(limits, key)} must be at least 1")
     if not 0 <= int(cfg.port) <= 65535:
