@@ -50,6 +50,18 @@ def flatten(node, prefix: str = "") -> dict:
     return {prefix[:-1]: node}
 
 
+# Settings a linear-head run carries in its config but never reads: they do not split its cells.
+LINEAR_UNUSED = ("loss.cohesion", "loss.separation", "loss.k", "loss.reference_signs", "project.", "prune.")
+
+
+def run_settings(record: dict) -> dict:
+    """A run's flattened config, without the settings its head does not read."""
+    flat = flatten(record["config"])
+    if flat.get("head.name") == "linear":
+        flat = {k: (None if k.startswith(LINEAR_UNUSED) else v) for k, v in flat.items()}
+    return flat
+
+
 def collect(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
     runs, failures = [], []
     for root in dirs:
@@ -69,7 +81,7 @@ def cell_keys(runs: list[dict]) -> list[str]:
     """task/backbone/head, plus every config key that differs between runs of the same
     task, backbone and head (so values derived from those, like a backbone's default learning
     rate, do not make columns), seeds and output settings excluded."""
-    flat = [flatten(r["config"]) for r in runs]
+    flat = [run_settings(r) for r in runs]
     groups = defaultdict(list)
     for f in flat:
         groups[tuple(f.get(k) for k in FIRST_KEYS)].append(f)
@@ -117,7 +129,7 @@ def aggregate(
     keys = cell_keys(runs)
     cells: dict[tuple, dict] = defaultdict(lambda: defaultdict(list))
     for record in runs:
-        flat = flatten(record["config"])
+        flat = run_settings(record)
         cell = tuple(flat.get(k) for k in keys)
         name = metric or default_metric(record)
         cells[cell]["metric_name"].append(name)
@@ -142,7 +154,8 @@ def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] =
     header = [k.replace(".name", "") for k in keys] + ["metric", statistic] + list(extra_metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row[k]) for k in keys] + [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
+        cells = [("–" if row[k] is None else str(row[k])) for k in keys]
+        cells += [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -107,7 +107,9 @@ def test_aggregate_statistics_and_cells(tmp_path):
     assert cell[("prototype", 0.25)]["main"]["std"] == pytest.approx(0.0707107, rel=1e-4)
     # 95 % CI of a 2-seed mean: t(0.975, 1) = 12.706 standard errors of 0.05.
     assert cell[("prototype", 0.25)]["main"]["ci95"] == pytest.approx(12.7062 * 0.05, rel=1e-4)
-    assert cell[("prototype", 0.25)]["seeds"] == [1, 2] and cell[("linear", 0.25)]["main"]["n"] == 1
+    assert (
+        cell[("prototype", 0.25)]["seeds"] == [1, 2] and cell[("linear", None)]["main"]["n"] == 1
+    )  # it reads no cohesion
     assert failures == [{"run": str(tmp_path / "4"), "error": "boom"}]
 
 
@@ -335,3 +337,26 @@ def test_aggregate_compares_every_prototype_variant_with_its_linear_baseline():
     assert len(lines) == 3, table  # three prototype variants, none dropped
     assert sum("-0.100" in line for line in lines) == 1 and sum("-0.020" in line for line in lines) == 1
     assert sum("-0.010" in line for line in lines) == 1 and "similarity=cosine" in table
+
+
+@pytest.mark.no_data
+def test_aggregate_keeps_linear_runs_together_across_settings_the_linear_head_never_reads():
+    """Linear runs written under different prototype-phase defaults (project.*) are one cell; the
+    prototype runs that differ in it stay two."""
+    from protolm.aggregate import aggregate
+
+    def record(head, seed, acc, last_layer_epochs):
+        config = {
+            "task": {"name": "qnli"},
+            "backbone": {"name": "minilm"},
+            "head": {"name": head},
+            "project": {"last_layer_epochs": last_layer_epochs},
+        }
+        return {"config": config, "seed": seed, "metrics": {"test/acc": acc}, "selection": {"metric": "val/acc"}}
+
+    runs = [record("linear", 1, 0.64, 0), record("linear", 2, 0.66, 1), record("linear", 3, 0.65, 1)]
+    runs += [record("prototype", s, 0.6, e) for s in (1, 2) for e in (0, 1)]
+    keys, rows = aggregate(runs)
+    linear = [r for r in rows if r["head.name"] == "linear"]
+    assert len(linear) == 1 and linear[0]["main"]["n"] == 3 and linear[0]["project.last_layer_epochs"] is None
+    assert len([r for r in rows if r["head.name"] == "prototype"]) == 2
