@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 ONNX_FILE = "model.onnx"
+ONNX_INLINE_LIMIT = 1_800_000_000  # bytes of weights kept inside model.onnx (protobuf's limit is 2 GiB)
 OUTPUTS = ("logits", "similarities", "token_attention")
 
 
@@ -51,6 +52,8 @@ def export_onnx(model_dir: Path, opset: int = 18) -> Path:
         dynamic_shapes={name: {0: batch, 1: length} for name in names},
         opset_version=opset,
         dynamo=True,
-        external_data=False,
+        # One self-contained file, unless the weights pass protobuf's 2 GB limit (large encoders):
+        # then they go to model.onnx.data beside it.
+        external_data=sum(t.numel() * t.element_size() for t in net.state_dict().values()) > ONNX_INLINE_LIMIT,
     )
     return path
