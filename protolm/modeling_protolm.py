@@ -126,12 +126,12 @@ def read_prototypes(source, kwargs: dict) -> dict | None:
     """The directory's (or hub repository's) prototypes.json, None when it has none."""
     source = str(source)
     if os.path.isdir(source):
-        path = os.path.join(source, PROTOTYPES_FILE)
+        path = os.path.join(source, kwargs.get("subfolder") or "", PROTOTYPES_FILE)
         path = path if os.path.isfile(path) else None
     else:
         from transformers.utils import cached_file
 
-        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder") if k in kwargs}
         path = cached_file(source, PROTOTYPES_FILE, _raise_exceptions_for_missing_entries=False, **hub)
     if path is None:
         return None
