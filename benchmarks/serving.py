@@ -112,6 +112,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout_s: float) -> None:
+    """Wait for a serve.py process to answer ``/health``; RuntimeError if it exits or takes too long."""
+    import httpx
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve.py exited with {process.returncode} before answering /health")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise RuntimeError(f"serve.py did not answer /health within {timeout_s:g} s")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -154,23 +170,15 @@ async def load(url: str, path: str, bodies: list[dict], concurrency: int) -> dic
 
 
 def bench_server(model_dir: Path, requests: int, concurrency: int, port: int) -> list[dict]:
-    import httpx
-
     records = tempfile.mkdtemp(prefix="protolm-serve-")  # the server's .hydra records, not kept
     command = [sys.executable, "serve.py", f"model={model_dir}", f"port={port}", "log_level=warning"]
     process = subprocess.Popen([*command, f"hydra.run.dir={records}"], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise SystemExit(f"serve.py exited with {process.returncode} before answering /health")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("serve.py did not answer /health within 5 minutes")
+        try:
+            wait_until_healthy(process, url, timeout_s=300)
+        except RuntimeError as err:
+            raise SystemExit(str(err)) from None
         texts = dev_texts(requests)
         before = rss_kb(process.pid)
         rows = []

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from protolm.errors import CheckpointError, DataError
+from protolm.explain import explain, prediction_of
 from protolm.inference import MODEL_INPUTS, to_device
 
 DEFAULT_MAX_LENGTH = 512
@@ -75,13 +76,6 @@ class Classifier:
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise DataError(f"{len(texts)} texts but {len(text_pairs)} text_pairs: give one pair per text")
 
-    def _row(self, logits: torch.Tensor) -> dict:
-        if self.regression:
-            return {"prediction": float(logits[0]), "probs": None}
-        probs = torch.softmax(logits.float(), -1)
-        labels = self.labels
-        return {"prediction": labels[int(probs.argmax())], "probs": {labels[c]: float(p) for c, p in enumerate(probs)}}
-
     @torch.no_grad()
     def predict_batches(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 32
@@ -93,8 +87,9 @@ class Classifier:
             if text_pairs is not None:
                 args.append(list(text_pairs[start : start + batch_size]))
             enc = self.tokenizer(*args, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-            logits = self.model(**to_device(enc, self.device, MODEL_INPUTS)).logits.cpu()
-            yield [self._row(row) for row in logits]
+            logits = self.model(**to_device(enc, self.device, MODEL_INPUTS)).logits.float().cpu()
+            rows = (prediction_of(self.model.config, row)[1:] for row in logits)
+            yield [{"prediction": prediction, "probs": probs} for prediction, probs in rows]
 
     def predict(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 32
@@ -115,8 +110,6 @@ class Classifier:
         """One explanation per text with the fields of explanations.jsonl: prediction, probs, the
         words and their attention, and the ``top_k`` prototypes that pushed the prediction, each
         with its ``nearest`` training examples."""
-        from protolm.explain import explain
-
         self._check(texts, text_pairs)
         if self.model.config.head_type != "prototype":
             raise DataError("this model has the linear head: it predicts but does not explain (train head=prototype)")

@@ -39,8 +39,9 @@ def merge_words(
     return merged, special
 
 
-def _prediction(config, logits: torch.Tensor) -> tuple[int, str | float, dict | None]:
-    """(predicted class index, prediction as shown, class probabilities) for one input's logits."""
+def prediction_of(config, logits: torch.Tensor) -> tuple[int, str | float, dict | None]:
+    """(predicted class index, prediction as shown, class probabilities) for one input's logits
+    (``config``: the model's ProtoLMConfig)."""
     if config.problem_type == "regression":
         return 0, float(logits[0]), None
     labels = config.id2label
@@ -104,7 +105,7 @@ def _explain_batch(
     for i, text in enumerate(texts):
         pair = pairs[i] if pairs is not None else None
         words, special = merge_words(enc, i, attention[i], (text, pair))
-        predicted, prediction, probs = _prediction(net.config, logits[i])
+        predicted, prediction, probs = prediction_of(net.config, logits[i])
         results.append(
             {
                 "text": text,

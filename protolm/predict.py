@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from protolm.data.readers import json_objects
 from protolm.errors import ConfigError, DataError
 
 INPUT_FORMATS = ("txt", "csv", "jsonl")
@@ -86,20 +87,10 @@ def read_rows(path: Path, pair: bool, text_field: str = "text", pair_field: str 
                     second = _field(record, pair_field, where) if pair else None
                     yield Row(number, _field(record, text_field, where), second)
             else:
-                number = 0
-                for line_number, line in enumerate(f, start=1):
-                    if not line.strip():
-                        continue
+                for number, (line_number, record) in enumerate(json_objects(f, path)):
                     where = f"{path}: line {line_number}"
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as err:
-                        raise DataError(f"{where}: not JSON ({err.msg})") from None
-                    if not isinstance(record, dict):
-                        raise DataError(f"{where}: each line must be a JSON object with a {text_field!r} field")
                     second = _field(record, pair_field, where) if pair else None
                     yield Row(number, _field(record, text_field, where), second)
-                    number += 1
         except UnicodeDecodeError as err:
             raise DataError(f"{path}: not valid UTF-8 (byte {err.start})") from None
 

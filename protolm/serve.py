@@ -178,11 +178,8 @@ def create_app(clf, limits: Limits | None = None) -> FastAPI:
         body, error = "", ""
         if text:
             try:
-                if len(text) > limits.max_chars or len(text_pair or "") > limits.max_chars:
-                    raise _Refusal(f"a text is over the limit of {limits.max_chars} characters")
                 pairs = [text_pair or ""] if clf.text_pair else None
-                if not is_unicode(text) or not is_unicode(text_pair or ""):
-                    raise _Refusal("the text is not valid Unicode")
+                check(TextsRequest(texts=[text], text_pairs=pairs))  # the endpoints' limits
                 if config.head_type == "prototype":
                     found, rows = run_model(lambda: clf.explain([text], pairs)), None
                 else:

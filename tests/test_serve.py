@@ -6,21 +6,15 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
+from benchmarks.serving import free_port, wait_until_healthy
 from tests.support import REPO
 
 httpx = pytest.importorskip("httpx")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +31,11 @@ def server(tiny_run, tmp_path_factory):
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"serve.py exited: {process.stdout.read()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
+    try:
+        wait_until_healthy(process, url, timeout_s=180)
+    except RuntimeError as err:
         process.kill()
-        pytest.fail("serve.py did not answer /health within 180 s")
+        pytest.fail(f"{err}: {process.stdout.read()[-3000:]}")
     yield url
     process.terminate()
     process.wait(timeout=30)

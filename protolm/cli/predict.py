@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from protolm.errors import ConfigError
+from protolm.errors import ConfigError, check_number
 from protolm.predict import INPUT_FORMATS, OUTPUT_FORMATS, file_format, predict_file
 
 
@@ -24,8 +24,7 @@ def predict_command(cfg: DictConfig) -> dict:
     if not output.parent.is_dir():
         raise ConfigError(f"output={output}: the folder {output.parent} does not exist")
     for key in ("batch_size", "chunk_size", "top_k", "nearest"):
-        if int(cfg[key]) < 1:
-            raise ConfigError(f"{key}={cfg[key]} must be at least 1")
+        check_number(key, cfg[key], low=1, integer=True)
     clf = load(cfg.model, cfg.device)
     explain = {"top_k": cfg.top_k, "nearest": cfg.nearest} if cfg.explain else None
     rows = predict_file(

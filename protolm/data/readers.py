@@ -69,9 +69,10 @@ def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> list[dict]:
     return records
 
 
-def read_jsonl(path: Path, local: LocalSpec) -> list[dict]:
-    records = []
-    for line, text in enumerate(decode_file(path, local.encoding).splitlines(), start=1):
+def json_objects(lines, path: Path):
+    """(line number, object) for each non-blank line of a JSON-lines text, one at a time; a line
+    that is not a JSON object is an error naming the file and the line."""
+    for line, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
@@ -80,6 +81,12 @@ def read_jsonl(path: Path, local: LocalSpec) -> list[dict]:
             raise DataError(f"{path}: line {line}: not valid JSON ({err.msg})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {line}: expected a JSON object, got {type(record).__name__}")
+        yield line, record
+
+
+def read_jsonl(path: Path, local: LocalSpec) -> list[dict]:
+    records = []
+    for line, record in json_objects(decode_file(path, local.encoding).splitlines(), path):
         record["_row"] = line
         records.append(record)
     return records
