@@ -6,11 +6,11 @@ Everything is configured by Hydra from conf/ (see README.md); multirun sweeps wi
 import hydra
 from omegaconf import DictConfig
 
-import protolm.config  # noqa: F401  (registers the config resolvers)
-from protolm.cli import run_main
+from protolm.cli import one_line_config_errors, run_main
+from protolm.config import CONF_DIR  # importing it registers the schemas and resolvers
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig):
     from protolm.train import train  # imported here so `--help` and config errors stay fast
 
@@ -42,8 +42,12 @@ def summary(results: dict) -> str:
     if test:
         lines.append(f"test = {test['split']} ({test['origin']}, {test['size']} examples)")
     lines.append(f"outputs: {results['run_dir']} (results.json, checkpoints/)")
+    if results["head"] == "prototype":  # what to try next, runnable as printed
+        lines.append(f'explain a prediction: python explain.py ckpt_path={results["run_dir"]} text="a sentence"')
+    files = "input_file=<.txt|.csv|.jsonl> output=<.csv|.jsonl>"
+    lines.append(f"use the model: python predict.py model={results['run_dir']} {files}")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    one_line_config_errors(main)()

@@ -104,6 +104,7 @@ def build_callbacks(settings: Settings, ckpt_dir: Path) -> tuple[list, L.Callbac
         mode=mode,
         save_top_k=cb.checkpoint.save_top_k,
         auto_insert_metric_name=False,
+        save_weights_only=True,  # a model to ship or project; resuming needs only last.ckpt's full state
     )
     callbacks = [checkpoint, ResumeTrainingOrder()]
     # last.ckpt at every epoch end (and every N steps when asked) by callbacks of its own: since

@@ -42,10 +42,13 @@ def _check_format(path, meta: dict) -> None:
 
     found = meta.get("format")
     if found != CHECKPOINT_FORMAT:
+        import protolm
+
+        written_by = meta.get("protolm_version", "a version before 0.1.0")
         raise CheckpointError(
-            f"checkpoint {path} has protolm checkpoint format {found}; this protolm reads format "
-            f"{CHECKPOINT_FORMAT} (its config keys changed): load it with the protolm version that wrote it, "
-            "or train again"
+            f"checkpoint {path} was written by protolm {written_by} (checkpoint format {found}); this is "
+            f"protolm {protolm.__version__}, which reads format {CHECKPOINT_FORMAT} (its config keys changed): "
+            "load it with the protolm version that wrote it, or train again"
         )
 
 

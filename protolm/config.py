@@ -272,6 +272,11 @@ class CheckpointConfig:
     save_last: bool = True  # last.ckpt at every epoch end
     every_n_train_steps: int | None = None  # also save last.ckpt every N optimizer steps (long epochs)
     save_on_sigterm: bool = True  # a cluster's SIGTERM before preemption saves last.ckpt, then exits
+    # What a finished run keeps: last.ckpt, the full training state (to extend the run), and the
+    # shipped model's weights (the best checkpoint holds weights only); when the shipped model is
+    # the last state itself, last.ckpt alone. true: also the checkpoints before the shipped one (the
+    # selected one before projection, the projected one before pruning), e.g. to re-project.
+    keep_intermediate: bool = False
 
 
 @dataclass
@@ -340,6 +345,11 @@ def register_schemas() -> None:
 # ----------------------------------------------------------------------------- reading
 def section(node, schema: type, where: str | None = None):
     """A config section (DictConfig or dict) as its dataclass, checked; unknown keys are refused."""
+    if isinstance(node, DictConfig):
+        missing = sorted(OmegaConf.missing_keys(node))
+        if missing:
+            given = ", ".join(f"{key}=..." for key in missing)
+            raise ConfigError(f"{', '.join(missing)} must be given on the command line ({given})")
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     names = {f.name for f in dataclasses.fields(schema)}
     check_keys(where or schema.__name__, values, names)
@@ -384,6 +394,10 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
     """Check every section of a run config; fills ``head.num_prototypes`` (in ``cfg`` too) from the task."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
+    check_keys("config", [k for k in cfg if k != "hydra"], {f.name for f in dataclasses.fields(RunConfig)})
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be given (e.g. {missing[0]}=...): the config leaves it unset")
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     head = head_section(cfg.head)
     schemas = {"backbone": BackboneConfig, "loss": LossConfig, "init": InitConfig, "optim": OptimConfig}
@@ -408,7 +422,7 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
             "use it with head=prototype and without init.from_checkpoint"
         )
     if check_trainer:
-        check_trainer_keys(trainer)
+        check_trainer_args(trainer)
     return settings
 
 
@@ -426,12 +440,36 @@ def prototype_count(head: PrototypeHeadConfig, task_name: str, num_classes: int)
     return count
 
 
-def check_trainer_keys(trainer: dict) -> None:
-    """``trainer.*`` passes to Lightning's Trainer: every name must be one of its arguments."""
+def check_trainer_args(trainer: dict) -> None:
+    """``trainer.*`` passes to Lightning's Trainer: every name must be one of its arguments, every
+    value of the type its signature declares, and the accelerator one this machine has."""
     from lightning.pytorch import Trainer
+    from pydantic import ConfigDict, TypeAdapter
+    from pydantic import ValidationError as WrongType
 
     valid = set(inspect.signature(Trainer.__init__).parameters) - {"self", "callbacks", "logger", "plugins"}
     check_keys("trainer", list(trainer), valid)
+    hints = typing.get_type_hints(Trainer.__init__)
+    for key, value in trainer.items():
+        adapter = TypeAdapter(hints[key], config=ConfigDict(arbitrary_types_allowed=True))
+        try:
+            adapter.validate_python(value, strict=True)
+        except WrongType:
+            wanted = hints[key].__name__ if isinstance(hints[key], type) else str(hints[key])
+            wanted = wanted.replace("typing.", "").replace("NoneType", "None")
+            raise ConfigError(
+                f"trainer.{key}={value!r} is not of the type Lightning's Trainer takes: {wanted}"
+            ) from None
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda", "mps"):
+        import torch
+
+        available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+        if not (any(available.values()) if accelerator == "gpu" else available[accelerator]):
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: torch sees no {'GPU' if accelerator == 'gpu' else accelerator} "
+                "device on this machine; use trainer.accelerator=cpu, or auto to take one where there is one"
+            )
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -69,3 +69,24 @@ def check_number(
         span = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
         shown = f"{value:g}" if isinstance(value, float) else repr(value)  # as typed: -1, not -1.0
         raise ConfigError(f"{key}={shown} must be {kind} in {span}" + (" or null" if allow_none else ""))
+
+
+def check_device(key: str, value) -> None:
+    """``value`` names a device this machine has: cpu, cuda, cuda:<index> or mps (torch is imported
+    only for an accelerator)."""
+    name = str(value)
+    kind, _, index = name.partition(":")
+    if kind == "cpu" and not index:
+        return
+    if kind not in ("cuda", "mps") or (index and not (kind == "cuda" and index.isdigit())):
+        raise ConfigError(f"{key}={name!r} is not a device: use cpu, cuda, cuda:<index> or mps")
+    import torch
+
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}=mps: this machine has no MPS (Apple GPU) device; use {key}=cpu")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ConfigError(f"{key}={name}: {why} on this machine; use {key}=cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"{key}={name}: this machine has {torch.cuda.device_count()} CUDA device(s)")

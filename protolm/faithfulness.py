@@ -21,9 +21,9 @@ import torch
 from protolm.data.collate import PadCollator
 from protolm.inference import MODEL_INPUTS, evaluating, outputs, to_device
 from protolm.progress import track
+from protolm.tool_config import FAITHFULNESS_TARGETS, TOKEN_REMOVALS
 
-REMOVALS = ("delete", "mask")
-TARGETS = ("predicted", "true")
+REMOVALS, TARGETS = TOKEN_REMOVALS, FAITHFULNESS_TARGETS  # the choices of evaluate.py's config
 KINDS = ("comprehensiveness", "sufficiency")
 
 

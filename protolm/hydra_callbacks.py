@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from protolm.runs import first_overrides
+from protolm.runs import first_overrides, note_new_dir
 
 log = logging.getLogger("protolm.sweep")
 
@@ -62,3 +62,13 @@ class SweepSummary(Callback):
         if status["failed"] and self.exit_on_failure:
             sys.stdout.flush()
             sys.exit(1)
+
+
+class NewRunDir(Callback):
+    """Before a single run's directory is created: remember which folders the command creates, so
+    that a refused command can remove them again (:func:`protolm.runs.discard_if_untouched`)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from omegaconf import OmegaConf
+
+        note_new_dir(Path(str(OmegaConf.select(config, "hydra.run.dir"))))

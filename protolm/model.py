@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
+import protolm
 from protolm.config import OptimConfig
 from protolm.errors import DataError, TrainingDiverged
 from protolm.head import PrototypeHead
@@ -173,16 +174,30 @@ class ProtoLM(L.LightningModule):
             "backbone_config": self.encoder.config.to_dict(),
             "prototype_class": self.head.prototype_class.tolist() if self.is_prototype else None,
             "projection": self.projection.to_dict() if self.projection is not None else None,
+            "protolm_version": protolm.__version__,
+            "train_data": self._train_data_fingerprint(),
             **getattr(self, "artifacts", {}),
         }
         checkpoint["rng_state"] = rng_state()
+
+    def _train_data_fingerprint(self) -> str | None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        return datamodule.fingerprint() if hasattr(datamodule, "fingerprint") else None  # cached there
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         from protolm.projection import Projection
 
         record = checkpoint.get("protolm", {}).get("projection")
         self.projection = Projection.from_dict(record) if record else None
-        if "rng_state" in checkpoint and self._trainer is not None and self.trainer.state.fn == "fit":
+        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+        saved_data, data = checkpoint.get("protolm", {}).get("train_data"), self._train_data_fingerprint()
+        if resuming and saved_data and data and saved_data != data:
+            raise DataError(
+                "the training examples differ from those the checkpoint was trained on (a data file, "
+                "task or data.* setting changed since): resuming would not continue the same run; "
+                "restore the data, or start a new run (drop ckpt_path)"
+            )
+        if "rng_state" in checkpoint and resuming:
             # A resumed run draws the same dropout masks as the uninterrupted run would have.
             restore_rng_state(checkpoint["rng_state"])
 

@@ -11,6 +11,7 @@ so that this module knows nothing of how a run is built.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from protolm import projection
 from protolm.config import HealthConfig, ProjectConfig, PruneConfig
 from protolm.health import HealthReport, HealthSummary, PruneResult, plot_prototypes, prototype_health, prune_prototypes
 from protolm.projection import Projection
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,9 +106,17 @@ def projection_stage(
     the last-layer phase after a replace; save ``checkpoint`` and write prototypes.json in ``out_dir``."""
     unprojected = {}
     if project.report_unprojected and hooks.test is not None:
+        log.info("testing the model before projection (project.report_unprojected)")
         unprojected = {f"unprojected/{k}": v for k, v in hooks.test().items()}
+    log.info(
+        "projecting the %d prototypes onto training examples (project.mode=%s)", model.head.num_prototypes, project.mode
+    )
     record = projection.project(model, datamodule, project.mode, project.top_k)
     if project.mode == "replace" and project.last_layer_epochs:
+        log.info(
+            "training the last layer for %d epoch(s) after the replace (project.last_layer_epochs)",
+            project.last_layer_epochs,
+        )
         hooks.train_last_layer(project.last_layer_epochs)
     hooks.save_checkpoint(checkpoint)
     if hooks.is_writer:
@@ -187,6 +198,7 @@ def health_and_pruning(
 
     Every process computes the same report (the neighbour search gathers across processes) and
     prunes the same prototypes; the writer writes the files."""
+    log.info("measuring prototype health (usage, purity, duplicates) on the %s split", health.usage_split)
     result = HealthResult(measure_health(model, datamodule, health))
     if prune.enabled:
         result = prune_impure(model, datamodule, health, prune, result.report)

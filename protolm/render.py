@@ -34,6 +34,8 @@ def print_explanations(explanations: list[dict], console: Console | None = None)
                     words.append(" ")
         console.rule(f"[bold]#{n}  prediction: {escape(_fmt_prediction(e))}")
         console.print(words)
+        if e.get("truncated"):
+            console.print(f"(input truncated: the model read its first {len(e['tokens'])} tokens)", style="yellow")
         if e["probs"]:
             console.print("  ".join(f"{k}: {v:.3f}" for k, v in e["probs"].items()), style="dim")
         table = Table(show_header=True, header_style="bold", expand=False)
@@ -144,8 +146,9 @@ def render_html(explanations: list[dict], title: str, meta: dict) -> str:
 
 
 # -------------------------------------------------------------------------------- health
-def print_health(report, console: Console | None = None) -> None:
-    """A :class:`protolm.health.HealthReport` as a table of prototypes and its summary."""
+def print_health(report, console: Console | None = None, labels: list[str] | None = None) -> None:
+    """A :class:`protolm.health.HealthReport` as a table of prototypes and its summary; classes by
+    their label names (as explain.py shows them) when ``labels`` are given."""
     console = console or Console()
     anchor = ", its replace anchor excluded" if report.purity_excludes_anchor else ""
     caption = f"purity: share of the {report.purity_k} nearest training examples{anchor} in the prototype's class"
@@ -156,7 +159,7 @@ def print_health(report, console: Console | None = None) -> None:
         duplicates = sorted(set(r.shares_nearest_example_with) | set(r.near_identical_to))
         table.add_row(
             str(r.prototype_id),
-            str(r.class_index),
+            escape(labels[r.class_index]) if labels else str(r.class_index),
             str(r.nearest_count),
             str(r.top_contributor_count),
             "-" if r.purity is None else f"{r.purity:.2f}",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from torch.utils.data import DataLoader
 log = logging.getLogger(__name__)
 
 NO_PROGRESS = {"epoch": 0, "completed": 0}
+stopped_by_ctrl_c = False  # set when a Ctrl-C stopped training after saving last.ckpt (the exit status says so)
 
 
 # --------------------------------------------------------------------------- generators
@@ -148,24 +151,54 @@ class ResumeTrainingOrder(Callback):
 
 
 class SaveOnInterrupt(Callback):
-    """On SIGTERM (a cluster about to preempt) or Ctrl-C, save ``last.ckpt`` before exiting.
+    """On SIGTERM (a cluster about to preempt) or Ctrl-C, save ``last.ckpt`` at a step boundary, then exit.
 
+    Both stop where a periodic checkpoint would be written, so the saved state resumes exactly:
+    Lightning turns SIGTERM into an exception at the next step boundary; the first Ctrl-C asks to
+    stop after the current training step (saving then), and a second one stops at once and saves
+    nothing (a state caught mid-step would not resume exactly: the last periodic checkpoint stays).
     Not on other exceptions: a diverged (NaN) or crashed state must not replace the last good
     checkpoint.
     """
 
     def __init__(self, last_path: str | Path):
         self.last_path = Path(last_path)
+        self.stop_requested = False
+        self._previous_handler = None
+
+    def on_train_start(self, trainer, pl_module):
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _on_ctrl_c(self, signum, frame):
+        if self.stop_requested:
+            log.warning("second Ctrl-C: stopping now; nothing saved since the last checkpoint")
+            raise KeyboardInterrupt
+        self.stop_requested = True
+        log.warning("Ctrl-C: stopping after this training step and saving last.ckpt (again: stop now, save nothing)")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.stop_requested:
+            global stopped_by_ctrl_c
+            trainer.save_checkpoint(self.last_path)
+            stopped_by_ctrl_c = True
+            log.warning("interrupted (Ctrl-C): saved %s; resume with ckpt_path=last", self.last_path)
+            raise Interrupted
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def on_train_end(self, trainer, pl_module):
+        self._restore_handler()
 
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
-            return
-        if trainer.state.fn != "fit":
-            return
-        trainer.save_checkpoint(self.last_path)
-        log.warning(
-            "interrupted (%s): saved %s; resume with ckpt_path=%s",
-            type(exception).__name__,
-            self.last_path,
-            self.last_path,
-        )
+        self._restore_handler()
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.last_path)
+            log.warning("interrupted (SIGTERM): saved %s; resume with ckpt_path=last", self.last_path)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A Ctrl-C that stopped training at a step boundary after saving ``last.ckpt``."""

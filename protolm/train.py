@@ -8,6 +8,7 @@ model on the selection and the reported split -> results.json.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from protolm.checkpoint_io import tokenizer_files
 from protolm.config import LinearHeadConfig, Settings, read_settings, to_container
 from protolm.loggers import build_loggers, log_config, log_final_metrics, log_prototype_table
 from protolm.pipeline import PostTrainingResult, TrainerHooks, after_training, train_last_layer
-from protolm.runs import resolve_resume
+from protolm.runs import finish_checkpoints, holding, resolve_resume
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict:
@@ -40,9 +43,18 @@ def train(cfg: DictConfig) -> dict:
     run_dir, ckpt_path = resolve_resume(cfg)
     with open_dict(cfg):  # a resumed run keeps writing (checkpoints, logs, results) where it began
         cfg.paths.output_dir = str(run_dir)
+    with holding(run_dir):  # one process per run directory: a second one is refused, not mixed in
+        return fit_and_report(cfg, settings, run_dir, ckpt_path, started)
+
+
+def fit_and_report(cfg: DictConfig, settings: Settings, run_dir: Path, ckpt_path: str | None, started: float) -> dict:
+    """The run itself, in the run directory this process holds."""
     L.seed_everything(settings.seed, workers=True, verbose=False)
 
     datamodule, model = build_data_and_model(settings, cfg)
+    # Read the data before the trainer and its loggers write anything: missing or bad data is
+    # refused with the run directory still empty, so the refusal leaves nothing behind.
+    datamodule.setup("fit")
     callbacks, checkpoint = build_callbacks(settings, run_dir / "checkpoints")
     trainer = build_trainer(settings, callbacks, build_loggers(cfg), run_dir)
     log_config(trainer, model.artifacts["config"])
@@ -50,13 +62,24 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_seconds = time.time() - started
     last = run_dir / "checkpoints" / "last.ckpt"
-    selected = checkpoint.best_model_path or (str(last) if last.exists() else None)
+    selected = checkpoint.best_model_path or None
+    if selected and not Path(selected).is_file():  # an extended run's earlier best, removed when it finished
+        log.warning(
+            "the best checkpoint so far (%s) was removed when the run finished (keep_intermediate=false), "
+            "and no epoch trained now beat it: shipping the last state",
+            selected,
+        )
+        selected = None
+    selected = selected or (str(last) if last.exists() else None)
     post = post_training(settings, trainer, model, datamodule, selected, run_dir)
     shipped = post.checkpoint or selected
     # Re-evaluate the shipped checkpoint on both splits: the figures come from one set of weights.
     evaluated = {}
     for run_stage in (trainer.validate, trainer.test):
         evaluated |= run_stage(model, datamodule=datamodule, ckpt_path=shipped, weights_only=True, verbose=False)[0]
+    if trainer.is_global_zero and shipped:
+        keep = settings.callbacks.checkpoint.keep_intermediate
+        shipped = str(finish_checkpoints(run_dir / "checkpoints", Path(shipped), keep))
     results = {
         "task": settings.task.name,
         "backbone": settings.backbone.name,
@@ -68,7 +91,9 @@ def train(cfg: DictConfig) -> dict:
         "selection": selection_record(settings, checkpoint),
         "splits": datamodule.describe(),
         "shipped_checkpoint": str(shipped) if shipped else None,  # the model the metrics describe
-        "selected_checkpoint": checkpoint.best_model_path or None,  # best on val, before projection/pruning
+        # best on the selection split, before projection or pruning (null once removed: keep_intermediate)
+        "selected_checkpoint": checkpoint.best_model_path if Path(checkpoint.best_model_path).is_file() else None,
+        "checkpoints": {p.name: p.stat().st_size for p in sorted((run_dir / "checkpoints").glob("*.ckpt"))},
         **post.record(),
         "run_dir": str(run_dir),
         "epochs_completed": trainer.current_epoch,
@@ -99,15 +124,16 @@ def train_two_stages(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     first_dir = run_dir / "first_stage"
     first_results = first_dir / "results.json"
-    if first_results.exists():
-        first = json.loads(first_results.read_text())
-    else:
-        first = train(stage_config(cfg, head=OmegaConf.structured(LinearHeadConfig), output_dir=first_dir))
-    second = stage_config(cfg, from_checkpoint=str(first_dir), output_dir=run_dir)
-    results = train(second)
-    keep = ("head", "metrics", "shipped_checkpoint", "run_dir", "train_seconds", "global_step")
-    results["first_stage"] = {key: first[key] for key in keep}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    with holding(run_dir):
+        if first_results.exists():
+            first = json.loads(first_results.read_text())
+        else:
+            first = train(stage_config(cfg, head=OmegaConf.structured(LinearHeadConfig), output_dir=first_dir))
+        second = stage_config(cfg, from_checkpoint=str(first_dir), output_dir=run_dir)
+        results = train(second)
+        keep = ("head", "metrics", "shipped_checkpoint", "run_dir", "train_seconds", "global_step")
+        results["first_stage"] = {key: first[key] for key in keep}
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
 

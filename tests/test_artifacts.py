@@ -99,7 +99,9 @@ def digest(folder: Path) -> dict:
 def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path):
     before = digest(tiny_run)
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    assert_clean_failure(run_cli("run.py", *TINY, f"hydra.run.dir={tiny_run}"), "already holds", "overwrite=true")
+    assert_clean_failure(
+        run_cli("run.py", *TINY, f"hydra.run.dir={tiny_run}"), "holds a finished run", "overwrite=true"
+    )
     assert_clean_failure(
         run_cli("run.py", *TINY, "data.data_dir=/nonexistent", f"hydra.run.dir={tiny_run}", "overwrite=true"),
         "/nonexistent/sst2/train.tsv",

@@ -1,6 +1,7 @@
 """Runs survive kills: a resumed run ends exactly where an uninterrupted one does."""
 
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def assert_same(resumed, whole):
     assert torch.equal(pa, pb)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path, uninterrupted):
     run = tmp_path / "run"
     proc = start(run)
@@ -80,6 +81,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path, uninterru
     assert 0 < state["global_step"] < 80
     if sig == signal.SIGTERM:
         assert proc.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err
+    if sig == signal.SIGINT:  # Ctrl-C: stops at the next step boundary, saves, says how to resume
+        assert proc.returncode == 130 and "stopped by Ctrl-C" in err and "Traceback" not in err
     resumed = start(run, "ckpt_path=last")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
@@ -92,3 +95,45 @@ def test_same_seed_same_results(tmp_path, uninterrupted):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert_same(outcome(run), uninterrupted)
+
+
+def killed_run(run: Path) -> bytes:
+    """A run killed after its first periodic checkpoint: the bytes of its last.ckpt."""
+    proc = start(run)
+    wait_for(run / "checkpoints" / "last.ckpt", proc)
+    time.sleep(0.3)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (run / "results.json").exists()
+    return (run / "checkpoints" / "last.ckpt").read_bytes()
+
+
+def test_resume_refuses_training_data_that_changed_and_a_full_disk_keeps_the_last_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    saved = killed_run(run)
+    # The data changed between the run and its resume (here: which training examples are used).
+    changed = start(run, "ckpt_path=last", "data.max_train_samples=150")
+    _, err = changed.communicate(timeout=300)
+    assert changed.returncode == 1 and "Traceback" not in err, err
+    assert "the training examples differ from those the checkpoint was trained on" in err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == saved
+    # The disk fills while the resumed run writes its next checkpoint: a file-size limit below a
+    # checkpoint's size makes every write fail as a full disk would.
+    size = len(saved)
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, resource.RLIM_INFINITY))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+
+    full = subprocess.Popen(
+        [sys.executable, "run.py", *RUN, "ckpt_path=last", f"hydra.run.dir={run}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=small_disk,
+    )
+    _, err = full.communicate(timeout=300)
+    assert full.returncode == 1 and "Traceback" not in err, err
+    assert "error: the disk is full" in err and "resume with ckpt_path=last" in err
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == saved  # the previous checkpoint survives

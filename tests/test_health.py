@@ -130,6 +130,9 @@ def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
         f"hydra.run.dir={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
+    assert (
+        "│ negative │" in result.stdout and "│ positive │" in result.stdout
+    )  # classes by name, as explain.py shows them
     report = json.loads((tmp_path / "health.json").read_text())
     assert (tmp_path / "prototypes_pca.png").stat().st_size > 5_000
     pruned = load(tmp_path / "pruned.ckpt")

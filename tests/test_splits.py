@@ -217,3 +217,22 @@ def test_sst2_no_selection_text_occurs_inside_a_kept_training_text():
     # selection text found in it as " text " lies within one training text, at token boundaries.
     blob = "\n".join(f" {normalized(t)} " for t in splits["train"].texts)
     assert not [t for t in splits["heldout"].texts if f" {normalized(t)} " in blob]
+
+
+@pytest.mark.no_data
+def test_a_task_without_a_validation_split_selects_on_a_slice_carved_from_train(tmp_path, caplog):
+    records = [{"a": f"text {i}", "y": "pos" if i % 2 else "neg"} for i in range(50)]
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "t" / "test.jsonl").write_text(json.dumps({"a": "fine", "y": "pos"}) + "\n")
+    task = {"name": "toy", "text_fields": ["a"], "label_field": "y", "labels": ["neg", "pos"]}
+    task["local"] = {"format": "jsonl", "train": "t/train.jsonl", "test": "t/test.jsonl"}
+    with caplog.at_level("INFO"):
+        spec = TaskSpec.from_config(task)
+    assert "has no validation split: checkpoints are selected on a seeded 10 % slice carved from train" in caplog.text
+    splits = build.load_splits(spec, ["train", "validation"], DataConfig(data_dir=str(tmp_path)), {})
+    selection, train = set(splits["validation"].texts), set(splits["train"].texts)
+    assert len(selection) == 5 and len(train) == 45 and not selection & train
+    # A task that names its selection split keeps the error when the split does not exist.
+    with pytest.raises(ConfigError, match="task.select_on='validation' is not one of the task's splits"):
+        TaskSpec.from_config(task | {"select_on": "validation"})

@@ -39,9 +39,16 @@ def test_results_json_and_checkpoints_of_a_short_run(make_config, tmp_path):
     for key in ("task", "backbone", "head", "num_prototypes", "seed", "metrics", "shipped_checkpoint", "config"):
         assert key in saved
     assert saved["num_prototypes"] == 6 and saved["seed"] == 7
-    assert (run / "checkpoints" / "last.ckpt").exists()
-    assert saved["selected_checkpoint"].startswith(str(run / "checkpoints" / "best-"))
+    # What a finished run keeps: the full state to extend it and the shipped model's weights, nothing else.
+    assert saved["selected_checkpoint"] is None  # the best before projection: removed (keep_intermediate=false)
     assert saved["shipped_checkpoint"] == str(run / "checkpoints" / "projected.ckpt")  # projected after selection
+    assert (
+        set(saved["checkpoints"])
+        == {p.name for p in (run / "checkpoints").iterdir()}
+        == {"last.ckpt", "projected.ckpt"}
+    )
+    assert "optimizer_states" in torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "optimizer_states" not in torch.load(run / "checkpoints" / "projected.ckpt", weights_only=True)
     assert saved["splits"]["test"]["split"] == "validation" and saved["splits"]["val"]["split"] == "heldout"
     logged = (run / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss_epoch", "train/cohesion_epoch", "val/prototypes_used", "train/prototypes_used"} <= set(logged)
@@ -54,14 +61,34 @@ def test_results_json_and_checkpoints_of_a_short_run(make_config, tmp_path):
 
 def test_refuses_to_overwrite_a_finished_run(make_config, tmp_path):
     train(make_config(*TINY, "trainer.max_epochs=1", "head.num_prototypes=4"))
-    with pytest.raises(ConfigError, match="already holds .*ckpt_path=last.*overwrite=true"):
+    with pytest.raises(ConfigError, match="holds a finished run .*overwrite=true"):
         train(make_config(*TINY, "trainer.max_epochs=1", "head.num_prototypes=4"))
+
+
+def test_a_linear_run_ships_its_last_state_once_and_keeps_intermediates_only_when_asked(make_config, tmp_path):
+    results = train(make_config(*TINY, "head=linear", "trainer.max_epochs=1"))
+    ckpts = tmp_path / "run" / "checkpoints"
+    # One epoch: the best checkpoint is the last state, so last.ckpt alone is kept and shipped.
+    assert [p.name for p in ckpts.iterdir()] == ["last.ckpt"] and results["shipped_checkpoint"] == str(
+        ckpts / "last.ckpt"
+    )
+    results = train(
+        make_config(
+            *TINY, "trainer.max_epochs=2", "callbacks.checkpoint.keep_intermediate=true", run_dir=tmp_path / "kept"
+        )
+    )
+    kept = {p.name for p in (tmp_path / "kept" / "checkpoints").iterdir()}
+    assert {"last.ckpt", "projected.ckpt"} < kept and results["selected_checkpoint"].endswith(".ckpt")
+    assert "optimizer_states" not in torch.load(results["selected_checkpoint"], weights_only=True)  # weights only
 
 
 def test_resume_from_last_continues_the_same_run(make_config, tmp_path):
     first = train(make_config(*TINY, "trainer.max_epochs=1", "head.num_prototypes=4"))
     assert first["epochs_completed"] == 1
-    resumed = train(make_config(*TINY, "trainer.max_epochs=2", "head.num_prototypes=4", "ckpt_path=last"))
+    # A finished run is extended on purpose: more epochs, and overwrite=true for its results.
+    resumed = train(
+        make_config(*TINY, "trainer.max_epochs=2", "head.num_prototypes=4", "ckpt_path=last", "overwrite=true")
+    )
     assert resumed["epochs_completed"] == 2 and resumed["global_step"] == 2 * first["global_step"]
 
 
@@ -82,7 +109,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(make_c
 
     monkeypatch.setattr(ProtoLM, "losses", poisoned)
     with pytest.raises(TrainingDiverged, match="not finite at epoch 1.*last good checkpoint is kept"):
-        train(make_config(*TINY, "trainer.max_epochs=2", "head.num_prototypes=4", "ckpt_path=last"))
+        train(make_config(*TINY, "trainer.max_epochs=2", "head.num_prototypes=4", "ckpt_path=last", "overwrite=true"))
     kept = torch.load(last, weights_only=True)["state_dict"]["head.prototypes"]
     assert torch.equal(kept, good)
 

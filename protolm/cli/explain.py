@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -13,15 +14,30 @@ from protolm.errors import ConfigError, DataError
 from protolm.explain import explain, require_projection
 from protolm.render import print_explanations, render_html
 
+log = logging.getLogger(__name__)
+
 
 def _lines_of(path: Path, max_inputs: int, pair_task: bool) -> tuple[list[str], list[str] | None]:
-    """Inputs from a file: one per line (pair tasks: text<TAB>text_pair), blank lines skipped."""
+    """Inputs from a file: one per line (pair tasks: text<TAB>text_pair); blank lines and lines past
+    ``max_inputs`` are left out, and the log says how many."""
     if not path.is_file():
         raise DataError(f"input_file={path}: no such file")
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        every_line = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+    lines = [line for line in every_line if line.strip()]
+    if len(lines) < len(every_line):
+        log.warning("input_file: skipped %d blank line(s) of %s", len(every_line) - len(lines), path)
+    if not lines:
+        raise DataError(f"input_file={path}: no text in it (every line is blank)")
+    if len(lines) > max_inputs:
+        log.warning(
+            "input_file: explaining the first %d of %d inputs (max_inputs=%d; raise it for more)",
+            max_inputs,
+            len(lines),
+            max_inputs,
+        )
     lines = lines[:max_inputs]
     if not pair_task:
         return lines, None
@@ -46,6 +62,8 @@ def _inputs(cfg: DictConfig, loaded) -> tuple[list[str], list[str] | None]:
         return _lines_of(Path(cfg.input_file).expanduser(), cfg.max_inputs, pair_task)
     split = datamodule_for(loaded, cfg).role_split(cfg.split)
     n = min(cfg.max_inputs, len(split))
+    if n < len(split):
+        log.info("split=%s: explaining the first %d of its %d examples (max_inputs=%d)", cfg.split, n, len(split), n)
     return split.texts[:n], (split.pairs[:n] if split.pairs is not None else None)
 
 

@@ -19,7 +19,7 @@ def health_command(cfg: DictConfig) -> dict:
     hooks = TrainerHooks(save_checkpoint=lambda path: save_model_checkpoint(model, path))
     result = health_and_pruning(model, dm, health, prune, hooks, out / "pruned.ckpt", out)
     console = Console()
-    print_health(result.report, console)
+    print_health(result.report, console, model.task_info.labels)
     written = [out / "health.json"] + ([out / "prototypes_pca.png"] if health.plot else [])
     if result.pruned is not None:
         written.append(out / "pruned.ckpt")

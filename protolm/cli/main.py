@@ -3,10 +3,12 @@ and the ``main`` of every root script (run.py's error handling; the tools' whole
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import sys
+import tempfile
 import traceback
 import warnings
 from pathlib import Path
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 from protolm.errors import ProtoLMError
 
 log = logging.getLogger("protolm")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file-size limit
 
 
 def _in_multirun() -> bool:
@@ -69,8 +72,9 @@ def quote_free_text(argv: list[str], keys: tuple[str, ...] = ("text", "text_pair
 def run_main(fn, cfg: DictConfig):
     """Run ``fn(cfg)``; a user error prints one line (no traceback) and exits non-zero.
 
-    In a multirun the failure is recorded in the job's ``error.txt`` and the sweep goes on:
-    one bad job must not lose the others.
+    A refused command leaves nothing behind: the run directory Hydra created for it is removed if
+    nothing but its own record and log is in it. In a multirun the failure is recorded in the
+    job's ``error.txt`` and the sweep goes on: one bad job must not lose the others.
     """
     tidy_logging()
     show_traceback = bool(cfg.get("traceback")) or os.environ.get("PROTOLM_DEBUG") == "1"
@@ -83,21 +87,26 @@ def run_main(fn, cfg: DictConfig):
                 file=sys.stderr,
             )
             sys.exit(143)
+        resume = sys.modules.get("protolm.resume")
+        if resume is not None and resume.stopped_by_ctrl_c:  # Lightning exits 1 after a KeyboardInterrupt
+            print(
+                "error: stopped by Ctrl-C; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
+                file=sys.stderr,
+            )
+            sys.exit(130)
         raise
     except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
-        user_error = isinstance(err, ProtoLMError)
-        message = f"{type(err).__name__}: {err}" if not user_error else str(err)
+        message = user_message(err)
+        user_error = message is not None
+        message = message or f"{type(err).__name__}: {err}"
         detail = traceback.format_exc()
-        out = _output_dir()
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "error.txt").write_text(f"{message}\n\n{detail}")
+        kept = _keep_or_discard(_output_dir(), f"{message}\n\n{detail}")
         if show_traceback:
             print(detail, file=sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         if not user_error and not show_traceback:
             print(
-                "(unexpected error: the full traceback is in error.txt in the run directory; "
+                f"(unexpected error: the full traceback is in {kept}; "
                 "rerun with traceback=true or PROTOLM_DEBUG=1 to print it)",
                 file=sys.stderr,
             )
@@ -105,6 +114,83 @@ def run_main(fn, cfg: DictConfig):
             log.error("job failed: %s", message)
             return None
         sys.exit(1 if user_error else 2)
+
+
+def user_message(err: Exception) -> str | None:
+    """The one-line message of an error the user can fix (bad config, data, checkpoint), else None."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(err, ProtoLMError):
+        return str(err)
+    if isinstance(err, OmegaConfBaseException):  # e.g. a key removed with ~key, read later
+        key = getattr(err, "full_key", None)
+        return str(err).splitlines()[0] + (f" (config key {key})" if key else "")
+    if type(err).__name__ == "MisconfigurationException":  # Lightning's word for a Trainer setting it refuses
+        return " ".join(str(err).split())
+    full = next((e for e in _chain(err) if isinstance(e, OSError) and e.errno in DISK_FULL), None)
+    if full is not None:  # checkpoints are written to a temporary file and renamed: the previous one is intact
+        return (
+            f"the disk is full ({os.strerror(full.errno)}{': ' + full.filename if full.filename else ''}); "
+            "files written before are intact: free space, then resume with ckpt_path=last"
+        )
+    return None
+
+
+def _chain(err: BaseException):
+    """``err`` and the exceptions it was raised from or during."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _keep_or_discard(out: Path | None, report: str) -> Path:
+    """Where the failure's report went: the run directory's error.txt, or, when the command created
+    that directory and wrote nothing in it (it was refused), a temporary file, the directory removed."""
+    from protolm.runs import discard_if_untouched, in_use
+
+    # Never into a finished run, nor into a directory another process is running in.
+    foreign = out is not None and ((out / "results.json").exists() or in_use(out))
+    if out is None or foreign or (not _in_multirun() and discard_if_untouched(out)):
+        with tempfile.NamedTemporaryFile("w", prefix="protolm-error-", suffix=".txt", delete=False) as f:
+            f.write(report)
+        return Path(f.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").write_text(report)
+    return out / "error.txt"
+
+
+def one_line_config_errors(hydra_main):
+    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's composition errors as one line each.
+
+    Hydra prints its own multi-line report unless ``HYDRA_FULL_ERROR`` is set, in which case it
+    raises; it is set here so that :func:`protolm.cli.hydra_errors.one_line` can word the error.
+    A user who set ``HYDRA_FULL_ERROR=1`` gets Hydra's full traceback, as Hydra documents.
+    """
+
+    def main():
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from protolm.cli.hydra_errors import one_line
+
+        before = os.environ.get("HYDRA_FULL_ERROR")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return hydra_main()
+        except (HydraException, OmegaConfBaseException) as err:
+            if before == "1":
+                raise
+            print(f"error: {one_line(err, sys.argv[1:])}", file=sys.stderr)
+            sys.exit(1)
+        finally:
+            if before is None:
+                del os.environ["HYDRA_FULL_ERROR"]
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = before
+
+    return main
 
 
 def entry_point(config_name: str, command: str, free_text: tuple[str, ...] = ()):
@@ -120,16 +206,24 @@ def entry_point(config_name: str, command: str, free_text: tuple[str, ...] = ())
     import hydra
 
     from protolm.config import CONF_DIR
+    from protolm.tool_config import check_tool_config
+
+    def checked_command(cfg: DictConfig):
+        from protolm.runs import holding
+
+        check_tool_config(config_name, cfg)  # every range, before the tool loads anything
+        module, _, name = command.partition(":")
+        with holding(Path(cfg.output_dir), "output directory"):  # one tool process per output directory
+            return getattr(importlib.import_module(module), name)(cfg)
 
     def task(cfg: DictConfig):
-        module, _, name = command.partition(":")
-        return run_main(getattr(importlib.import_module(module), name), cfg)
+        return run_main(checked_command, cfg)
 
     hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
 
     def main():
         if free_text:
             sys.argv = quote_free_text(sys.argv, free_text)
-        return hydra_main()
+        return one_line_config_errors(hydra_main)()
 
     return main

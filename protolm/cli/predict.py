@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from protolm.errors import ConfigError, check_number
+from protolm.errors import ConfigError
 from protolm.predict import INPUT_FORMATS, OUTPUT_FORMATS, file_format, predict_file
 
 
@@ -23,8 +23,6 @@ def predict_command(cfg: DictConfig) -> dict:
         raise ConfigError(f"input_file={input_file}: no such file")
     if not output.parent.is_dir():
         raise ConfigError(f"output={output}: the folder {output.parent} does not exist")
-    for key in ("batch_size", "chunk_size", "top_k", "nearest"):
-        check_number(key, cfg[key], low=1, integer=True)
     clf = load(cfg.model, cfg.device)
     explain = {"top_k": cfg.top_k, "nearest": cfg.nearest} if cfg.explain else None
     rows = predict_file(

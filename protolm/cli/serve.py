@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from protolm.errors import check_number
 from protolm.extras import require
 
 
@@ -16,8 +15,5 @@ def serve_command(cfg: DictConfig) -> None:
     from protolm.serve import Limits, create_app
 
     limits = Limits(cfg.max_texts, cfg.max_chars, cfg.max_body_bytes, cfg.max_waiting)
-    for key in ("max_texts", "max_chars", "max_body_bytes", "max_waiting"):
-        check_number(key, getattr(limits, key), low=1, integer=True)
-    check_number("port", cfg.port, low=0, high=65535, integer=True)
     app = create_app(load(cfg.model, cfg.device), limits)  # loaded before the server listens
     uvicorn.run(app, host=cfg.host, port=int(cfg.port), log_level=cfg.log_level)

@@ -7,6 +7,9 @@ module only hands them out by role and makes their loaders: batches grouped by l
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
@@ -51,6 +54,7 @@ class TaskDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}  # read, labelled and carved, by split name
         self.roles: dict[str, Split] = {}  # limited and encoded, by role
         self.train_order = TrainOrder(self)
+        self._fingerprint: str | None = None
 
     def load_splits(self, names: list[str]) -> dict[str, Split]:
         """Read, carve and label the named splits (and any split they are carved from); not tokenized."""
@@ -65,6 +69,17 @@ class TaskDataModule(L.LightningDataModule):
             split = build.limit(split, count, self.data.split_seed)
             self.roles[role] = build.encode(split, self.tokenizer, self.data.max_length, self.spec.name)
         return self.roles[role]
+
+    def fingerprint(self) -> str:
+        """A digest of the training examples as used (texts, pairs, labels, in order): a resumed run
+        compares it with its checkpoint's, so that it never continues on data that changed."""
+        if self._fingerprint is None:
+            split = self.role_split("train")
+            digest = hashlib.sha256()
+            for values in (split.texts, split.pairs or [], split.labels):
+                digest.update(json.dumps(values, ensure_ascii=False).encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
 
     def setup(self, stage: str | None = None) -> None:
         for role in STAGE_ROLES.get(stage or "fit", STAGE_ROLES["fit"]):

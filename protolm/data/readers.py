@@ -185,11 +185,15 @@ def read_split(source: SplitSource, local: LocalSpec, data_dir: Path) -> list[di
         records = read_fasttext(path, local)
     else:
         records = read_textdir(path, local, source.member)
+    if not records:
+        raise DataError(f"{path}: no examples in it (the file is empty, or holds only a header row)")
     for key, keep in (("include_ids", True), ("exclude_ids", False)):
         ids_file = getattr(source, key)
         if ids_file:
             ids = read_ids(data_dir / ids_file)
             records = [r for r in records if (str(r.get(local.id_field)) in ids) == keep]
+            if not records:
+                raise DataError(f"{path}: no examples left after {key}={data_dir / ids_file}")
     return records
 
 

@@ -7,10 +7,15 @@ checkpoints (``select_on``) and which one the results report (``report_on``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from protolm.errors import ConfigError, check_choice, check_keys
+
+log = logging.getLogger(__name__)
+# A task without a validation split selects checkpoints on this share of train, carved out of it.
+SELECTION_FRACTION = 0.1
 
 FORMATS = ("csv", "tsv", "jsonl", "json", "fasttext", "textdir")
 METRICS = {
@@ -208,6 +213,16 @@ class TaskSpec:
         value["hub"] = HubSpec.parse("task.hub", value.get("hub") and dict(value["hub"]))
         value["carve"] = [CarveSpec.parse(f"task.carve[{i}]", dict(c)) for i, c in enumerate(value.get("carve") or [])]
         spec = cls(**value)
+        if "select_on" not in value and spec.select_on not in spec.split_names() and "train" in spec.split_names():
+            # No validation split and none named for selection: select on a seeded slice of train.
+            spec.carve.append(CarveSpec(split=spec.select_on, from_split="train", fraction=SELECTION_FRACTION))
+            log.info(
+                "task %s has no %s split: checkpoints are selected on a seeded %d %% slice carved from train "
+                "(set task.select_on, or task.carve, to choose another)",
+                spec.name,
+                spec.select_on,
+                round(100 * SELECTION_FRACTION),
+            )
         spec._validate()
         return spec
 
