@@ -6,7 +6,7 @@ Everything is configured by Hydra from conf/ (see README.md); multirun sweeps wi
 import hydra
 from omegaconf import DictConfig
 
-from protolm.cli import one_line_config_errors, run_main
+from protolm.cli import answer_help, one_line_config_errors, run_main
 from protolm.config import CONF_DIR  # importing it registers the schemas and resolvers
 
 
@@ -50,4 +50,5 @@ def summary(results: dict) -> str:
 
 
 if __name__ == "__main__":
+    answer_help("config")
     one_line_config_errors(main)()

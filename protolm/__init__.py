@@ -3,14 +3,12 @@
 protolm models are registered with transformers (``AutoConfig``, ``AutoModelForSequenceClassification``
 and the ``prototype-text-classification`` pipeline) as soon as both ``protolm`` and
 ``transformers`` are imported, in either order, so an exported model loads like any other;
-``import protolm`` alone stays light. The training pieces (Lightning) load on first use:
-``from protolm import ProtoLM`` imports Lightning, ``protolm.load(path)`` does not.
+``import protolm`` alone stays light (no torch: a command's ``--help`` answers at once). Every
+piece loads on first use: ``from protolm import PrototypeHead`` imports torch, ``from protolm
+import ProtoLM`` Lightning, and ``protolm.load(path)`` does not need Lightning.
 """
 
 import wrapt
-
-from protolm.head import LinearHead, PrototypeHead
-from protolm.losses import PrototypeObjective, TaskObjective, cohesion_separation
 
 __version__ = "0.1.0"
 
@@ -34,6 +32,11 @@ def _register_with_transformers(transformers_module) -> None:
 wrapt.register_post_import_hook(_register_with_transformers, "transformers")
 
 _LAZY = {
+    "PrototypeHead": "protolm.head",
+    "LinearHead": "protolm.head",
+    "cohesion_separation": "protolm.losses",
+    "PrototypeObjective": "protolm.losses",
+    "TaskObjective": "protolm.losses",
     "ProtoLM": "protolm.model",
     "TaskDataModule": "protolm.data.datamodule",
     "TaskSpec": "protolm.data.task",
@@ -43,7 +46,7 @@ _LAZY = {
     "ProtoLMForSequenceClassification": "protolm.hf",
 }
 
-__all__ = ["PrototypeHead", "LinearHead", "cohesion_separation", "PrototypeObjective", "TaskObjective", *_LAZY]
+__all__ = [*_LAZY]
 
 
 def __getattr__(name: str):

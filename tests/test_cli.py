@@ -98,3 +98,25 @@ def test_fast_dev_run_from_the_command_line(tmp_path):
     assert "projecting the 20 prototypes onto training examples" in log and "measuring prototype health" in log
     assert f'explain a prediction: python explain.py ckpt_path={tmp_path / "run"} text="a sentence"' in result.stdout
     assert f"use the model: python predict.py model={tmp_path / 'run'} input_file=" in result.stdout
+
+
+HELP_CHECK = """import runpy, sys
+sys.argv = [{script!r}, "--help"]
+try:
+    runpy.run_path({script!r}, run_name="__main__")
+except SystemExit as exit_:
+    assert exit_.code in (0, None), exit_.code
+print("torch imported:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.no_data
+@pytest.mark.parametrize(
+    "script", ["run.py", "explain.py", "project.py", "health.py", "evaluate.py", "export.py", "predict.py", "serve.py"]
+)
+def test_help_lists_the_options_without_loading_torch(script):
+    result = run_cli("-c", HELP_CHECK.format(script=script))
+    assert result.returncode == 0, result.stderr
+    listing = "Config groups (group=option):" if script == "run.py" else "Options (key=value) and their defaults:"
+    assert listing in result.stdout and f"python {script} --cfg job" in result.stdout
+    assert "torch imported: False" in result.stdout  # what makes --help answer at once

@@ -161,6 +161,16 @@ def _keep_or_discard(out: Path | None, report: str) -> Path:
     return out / "error.txt"
 
 
+def answer_help(config_name: str) -> None:
+    """``--help``/``-h`` answered from the config files at once (Hydra's would compose for seconds)."""
+    if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        from protolm.cli.help import help_text
+        from protolm.config import CONF_DIR
+
+        print(help_text(CONF_DIR, config_name, Path(sys.argv[0]).name))
+        sys.exit(0)
+
+
 def one_line_config_errors(hydra_main):
     """``hydra_main`` (a ``@hydra.main`` function) with Hydra's composition errors as one line each.
 
@@ -222,6 +232,7 @@ def entry_point(config_name: str, command: str, free_text: tuple[str, ...] = ())
     hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
 
     def main():
+        answer_help(config_name)
         if free_text:
             sys.argv = quote_free_text(sys.argv, free_text)
         return one_line_config_errors(hydra_main)()
