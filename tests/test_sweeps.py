@@ -182,7 +182,7 @@ def test_wandb_offline_logs_config_metrics_prototypes_and_resumes_the_same_run(m
     for logged in expected:
         assert logged in data, logged
     assert list((run / "wandb").glob("offline-run-*/files/media/table/prototypes_*.table.json"))
-    train(make_config(*overrides, "trainer.max_epochs=2", "ckpt_path=last"))
+    train(make_config(*overrides, "trainer.max_epochs=2", "ckpt_path=last", "overwrite=true"))  # extended on purpose
     resumed = sorted((run / "wandb").glob("offline-run-*"))
     assert len(resumed) == 2 and all(d.name.endswith(run_id) for d in resumed)  # the same W&B run, continued
 
