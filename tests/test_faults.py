@@ -115,6 +115,7 @@ def killed_run(run: Path) -> bytes:
     return (run / "checkpoints" / "last.ckpt").read_bytes()
 
 
+@pytest.mark.slow  # three training processes: in the slow suite, to keep the default one under 10 minutes
 def test_resume_refuses_training_data_that_changed_and_a_full_disk_keeps_the_last_checkpoint(tmp_path):
     run = tmp_path / "run"
     saved = killed_run(run)
