@@ -337,19 +337,13 @@ def register_schemas() -> None:
     store.store(name="run_schema", node=RunConfig)
     for name, schema in HEADS.items():
         store.store(group="head", name=f"{name}_schema", node=schema)
-    # Sections the checkpoint tools share with run.py (conf/health.yaml: schema/health@health).
-    for name, schema in (("health", HealthConfig), ("prune", PruneConfig)):
-        store.store(group="schema", name=name, node=schema)
 
 
 # ----------------------------------------------------------------------------- reading
 def section(node, schema: type, where: str | None = None):
     """A config section (DictConfig or dict) as its dataclass, checked; unknown keys are refused."""
     if isinstance(node, DictConfig):
-        missing = sorted(OmegaConf.missing_keys(node))
-        if missing:
-            given = ", ".join(f"{key}=..." for key in missing)
-            raise ConfigError(f"{', '.join(missing)} must be given on the command line ({given})")
+        refuse_missing(node)
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     names = {f.name for f in dataclasses.fields(schema)}
     check_keys(where or schema.__name__, values, names)
@@ -359,6 +353,14 @@ def section(node, schema: type, where: str | None = None):
         if nested is not None and isinstance(value, dict):
             values[key] = section(value, nested, f"{where}.{key}" if where else None)
     return schema(**values)
+
+
+def refuse_missing(node: DictConfig) -> None:
+    """A config whose required values (``???``) are unset is one error naming them all."""
+    missing = sorted(OmegaConf.missing_keys(node))
+    if missing:
+        given = ", ".join(f"{key}=..." for key in missing)
+        raise ConfigError(f"{', '.join(missing)} must be given on the command line ({given})")
 
 
 def head_section(node) -> PrototypeHeadConfig | LinearHeadConfig:
@@ -395,9 +397,7 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
     check_keys("config", [k for k in cfg if k != "hydra"], {f.name for f in dataclasses.fields(RunConfig)})
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} must be given (e.g. {missing[0]}=...): the config leaves it unset")
+    refuse_missing(cfg)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     head = head_section(cfg.head)
     schemas = {"backbone": BackboneConfig, "loss": LossConfig, "init": InitConfig, "optim": OptimConfig}

@@ -21,9 +21,8 @@ import torch
 from protolm.data.collate import PadCollator
 from protolm.inference import MODEL_INPUTS, evaluating, outputs, to_device
 from protolm.progress import track
-from protolm.tool_config import FAITHFULNESS_TARGETS, TOKEN_REMOVALS
+from protolm.tool_config import TOKEN_REMOVALS
 
-REMOVALS, TARGETS = TOKEN_REMOVALS, FAITHFULNESS_TARGETS  # the choices of evaluate.py's config
 KINDS = ("comprehensiveness", "sufficiency")
 
 
@@ -190,8 +189,8 @@ class _Eraser:
     """ERASER's token-level scores for one model: the full inputs, their edits, the table."""
 
     def __init__(self, model, tokenizer, removal: str, target: str, seed: int, batch_size: int, max_length: int):
-        if removal not in REMOVALS:
-            raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(REMOVALS)}")
+        if removal not in TOKEN_REMOVALS:
+            raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(TOKEN_REMOVALS)}")
         self.mask_id = tokenizer.mask_token_id if removal == "mask" else None
         if removal == "mask" and self.mask_id is None:
             raise ValueError("faithfulness.token_removal=mask: this tokenizer has no mask token; use delete")

@@ -17,9 +17,9 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 KINDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false", "String": "a string"}
 
 
-def _did_you_mean(name: str, valid: list[str]) -> str:
+def _did_you_mean(name: str, valid: list[str], prefix: str = "") -> str:
     close = difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str:
@@ -27,10 +27,7 @@ def _unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str:
     parent, _, name = full_key.rpartition(".")
     node = cause.parent_node
     valid = sorted(str(k) for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
-    close = difflib.get_close_matches(name, valid, n=1)
-    message = f"{full_key}: unknown key" + (
-        f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
-    )
+    message = f"{full_key}: unknown key" + _did_you_mean(name, valid, f"{parent}." if parent else "")
     if valid:
         message += f"; valid keys{' of ' + parent if parent else ''}: {', '.join(valid)}"
     return message
