@@ -94,7 +94,9 @@ def hand_loop(cfg) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.head_lr)
+    from protolm.optim import implementation
+
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.head_lr, **implementation(model.optim))
     loader = dm.train_dataloader()
     if model.is_prototype:  # the initialisation the framework does in on_fit_start
         model.init_prototypes_from_training_data(dm)

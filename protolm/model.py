@@ -245,4 +245,24 @@ class ProtoLM(L.LightningModule):
     def configure_optimizers(self):
         if self.last_layer_only:
             return last_layer_optimizer(self, self.optim.head_lr)
-        return optimizer_and_schedule(self, self.optim, self.trainer.estimated_stepping_batches)
+        optim = self.optim
+        scaled = str(self.trainer.precision).startswith("16")  # fp16 trains with a gradient scaler
+        if optim.implementation == "fused" and scaled and self.trainer.gradient_clip_val:
+            # A fused step unscales fp16 gradients itself, so they cannot be clipped before it.
+            log.info("optim.implementation=fused with fp16 and gradient clipping: using foreach instead")
+            optim = dataclasses.replace(optim, implementation="foreach")
+        return optimizer_and_schedule(self, optim, self.trainer.estimated_stepping_batches)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Lightning refuses to clip for an optimizer that could unscale gradients itself (fused
+        AdamW) under any mixed precision; without a gradient scaler (bf16) the gradients are the
+        true ones, so they are clipped here as Lightning would clip them."""
+        unscales = getattr(optimizer, "_step_supports_amp_scaling", False)
+        if gradient_clip_val and unscales and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

@@ -1,5 +1,5 @@
 """Optional speed paths compute the same results: bf16 autocast, torch.compile, gradient
-checkpointing, frozen lower layers."""
+checkpointing, frozen lower layers, AdamW's implementations."""
 
 import pytest
 import torch
@@ -41,6 +41,43 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(make_config):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("implementation", ["foreach", "for_loop"])
+def test_fused_adamw_is_the_default_and_updates_as_the_others_do(make_config, implementation):
+    from protolm.optim import optimizer_and_schedule
+
+    updated = {}
+    for name in ("fused", implementation):
+        model, batch = model_and_batch(make_config, f"optim.implementation={name}")
+        model.train()
+        optimizer = optimizer_and_schedule(model, model.optim, total_steps=10)["optimizer"]
+        assert bool(optimizer.defaults["fused"]) is (name == "fused")
+        assert optimizer.defaults["foreach"] is {"fused": None, "foreach": True, "for_loop": False}[name]
+        for _ in range(3):
+            loss_and_grads(model, batch)
+            optimizer.step()
+        updated[name] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    default, _ = model_and_batch(make_config)
+    assert default.optim.implementation == "fused"
+    for name, value in updated["fused"].items():
+        torch.testing.assert_close(value, updated[implementation][name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_bf16_with_fused_adamw_still_clips_the_gradient_norm(make_config):
+    import lightning as L
+
+    from protolm.optim import optimizer_and_schedule
+
+    model, batch = model_and_batch(make_config)
+    model.trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", gradient_clip_val=0.5, logger=False)
+    optimizer = optimizer_and_schedule(model, model.optim, total_steps=10)["optimizer"]
+    loss_and_grads(model, batch)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for grad in grads:
+        grad.mul_(1000)  # far above the limit
+    model.configure_gradient_clipping(optimizer, 0.5, "norm")
+    assert torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item() == pytest.approx(0.5, rel=1e-3)
 
 
 def test_frozen_lower_layers_get_no_gradient_and_do_not_move(make_config):
