@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import torch
 
@@ -160,8 +161,11 @@ def _probabilities(
     return probs
 
 
-def integrated_gradients_ranking(model, batch: dict, targets: torch.Tensor, steps: int = 20) -> torch.Tensor:
-    """Token importance by Captum's integrated gradients on the input embeddings (B x L)."""
+def integrated_gradients_ranking(
+    model, batch: dict, targets: torch.Tensor, steps: int = 20, internal_batch_size: int | None = None
+) -> torch.Tensor:
+    """Token importance by Captum's integrated gradients on the input embeddings (B x L).
+    ``internal_batch_size``: sequences per forward pass (default: all B x steps at once)."""
     from captum.attr import LayerIntegratedGradients
 
     embeddings = model.encoder.get_input_embeddings()
@@ -180,15 +184,30 @@ def integrated_gradients_ranking(model, batch: dict, targets: torch.Tensor, step
         additional_forward_args=extra,
         target=targets,
         n_steps=steps,
-        internal_batch_size=len(targets) * steps,
+        internal_batch_size=internal_batch_size or len(targets) * steps,
     )
     return attributions.sum(-1).detach()
+
+
+# Rationales computed from the model beyond its own attention: name -> fn(model, batch, targets) -> B x L
+# scores (higher: more important). Callers may add their own (the peers benchmark adds LIME, KernelSHAP).
+SCORERS = {"integrated_gradients": integrated_gradients_ranking}
 
 
 class _Eraser:
     """ERASER's token-level scores for one model: the full inputs, their edits, the table."""
 
-    def __init__(self, model, tokenizer, removal: str, target: str, seed: int, batch_size: int, max_length: int):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        removal: str,
+        target: str,
+        seed: int,
+        batch_size: int,
+        max_length: int,
+        scorers: dict | None = None,
+    ):
         if removal not in TOKEN_REMOVALS:
             raise ValueError(f"faithfulness.token_removal={removal!r} is not one of {', '.join(TOKEN_REMOVALS)}")
         self.mask_id = tokenizer.mask_token_id if removal == "mask" else None
@@ -196,6 +215,10 @@ class _Eraser:
             raise ValueError("faithfulness.token_removal=mask: this tokenizer has no mask token; use delete")
         self.model, self.tokenizer, self.removal, self.target = model, tokenizer, removal, target
         self.rng, self.batch_size, self.max_length = random.Random(seed), batch_size, max_length
+        self.scorers = SCORERS | (scorers or {})
+        # Seconds spent computing each rationale: the attention's is the forward pass that also
+        # makes the prediction; random costs nothing.
+        self.seconds = {"attention": 0.0}
 
     def records(self, split, rationales: tuple[str, ...]) -> list[dict]:
         """Full inputs: their ids, target class and probability, and each rationale's token ranking."""
@@ -210,14 +233,21 @@ class _Eraser:
         texts = (split.texts[start:end],) + ((split.pairs[start:end],) if split.pairs is not None else ())
         enc = self.tokenizer(*texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         batch = to_device(enc, self.model.device, MODEL_INPUTS)
+        started = time.perf_counter()
         with torch.no_grad():
             out = self.model(batch)
+        self.seconds["attention"] += time.perf_counter() - started
         labels = torch.tensor(split.labels[start:end], device=out["logits"].device)
         targets = _target(out["logits"], labels, self.target)
         probs = torch.softmax(out["logits"].float(), -1)
-        scores = {"attention": out["attention"].float()}
-        if "integrated_gradients" in rationales:
-            scores["integrated_gradients"] = integrated_gradients_ranking(self.model, batch, targets)
+        if "attention" in rationales and "attention" not in out:
+            raise ValueError("rationale 'attention' needs the prototype head's token attention; this model has none")
+        scores = {"attention": out["attention"].float()} if "attention" in rationales else {}
+        for name in rationales:
+            if name in self.scorers:
+                started = time.perf_counter()
+                scores[name] = self.scorers[name](self.model, batch, targets)
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         return [
             self._record(batch, i, scores, int(targets[i]), float(probs[i, targets[i]]), rationales)
             for i in range(len(texts[0]))
@@ -292,10 +322,21 @@ def token_level(
     batch_size: int = 32,
     max_length: int = 128,
     rationales: tuple[str, ...] = ("attention", "random"),
+    scorers: dict | None = None,
 ) -> dict:
-    """ERASER comprehensiveness / sufficiency / AOPC per rationale ("attention", "random", "integrated_gradients")."""
-    eraser = _Eraser(model, tokenizer, removal, target, seed, batch_size, max_length)
+    """ERASER comprehensiveness / sufficiency / AOPC per rationale: "attention" (the model's own,
+    prototype head only), "random", and every name in :data:`SCORERS` or ``scorers``; with the
+    seconds per example each rationale took to compute."""
+    eraser = _Eraser(model, tokenizer, removal, target, seed, batch_size, max_length, scorers)
+    unknown = set(rationales) - {"attention", "random"} - set(eraser.scorers)
+    if unknown:
+        raise ValueError(f"unknown rationale(s) {sorted(unknown)}: not attention, random or {sorted(eraser.scorers)}")
     records = eraser.records(split, rationales)
     edits, owners = eraser.edits(records, bins)
     probs = _probabilities(model, tokenizer, edits, [records[r]["target"] for r, *_ in owners], batch_size)
-    return {"examples": len(records), "by_rationale": _table(records, owners, probs, bins)}
+    seconds = {name: s / max(1, len(records)) for name, s in eraser.seconds.items() if name in rationales}
+    return {
+        "examples": len(records),
+        "by_rationale": _table(records, owners, probs, bins),
+        "seconds_per_example": seconds,
+    }

@@ -38,3 +38,32 @@ def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tm
     assert all(r["max_abs_logit_diff"] <= 1e-4 and r["examples_per_s"] > 0 for r in found["predict"])
     assert [r["endpoint"] for r in found["server"]] == ["/predict", "/explain"]
     assert all(r["errors"] == 0 and r["requests"] == 12 for r in found["server"])
+
+
+def test_peers_explain_smoke_scores_every_explainer(tiny_run, tmp_path):
+    args = ["--what", "explain", "--prototype-run", str(tiny_run), "--examples", "6", "--ig-steps", "4"]
+    result = run_cli(
+        "benchmarks/peers.py", *args, "--lime-samples", "12", "--shap-samples", "12", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads((tmp_path / "peers_explain.json").read_text())
+    rows = {r["rationale"]: r for r in found["rows"]}
+    assert set(rows) == {"attention", "integrated_gradients", "lime", "kernel_shap", "random"}
+    assert all(
+        rows[name]["ms_per_example"] > 0 for name in ("attention", "integrated_gradients", "lime", "kernel_shap")
+    )
+    # Every rationale's AOPC is a drop in a probability: within [-1, 1].
+    assert all(-1 <= r[k] <= 1 for r in rows.values() for k in ("aopc_comprehensiveness", "aopc_sufficiency"))
+
+
+@pytest.mark.slow
+def test_peers_train_smoke_runs_protolm_and_the_hf_trainer_on_the_same_examples(tmp_path):
+    common = ["data.max_train_samples=64", "data.max_eval_samples=32"]
+    args = ["--what", "train", "--rounds", "1", "--common", *common, "--work", str(tmp_path / "w")]
+    result = run_cli("benchmarks/peers.py", *args, "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads((tmp_path / "peers_train.json").read_text())
+    assert [r["run"] for r in found["rows"]] == ["protolm-linear", "protolm-prototype", "hf-trainer"]
+    # The same 64 sentences and batch size: the same number of steps for everyone.
+    assert {r["steps"] for runs in found["runs"].values() for r in runs} == {2}
+    assert all(r["startup_s"] > 0 and r["examples_per_s"] > 0 and 0 <= r["dev_acc_mean"] <= 1 for r in found["rows"])

@@ -1,0 +1,171 @@
+"""``python benchmarks/peers.py --what explain``: protolm's own explanation beside post-hoc explainers.
+
+On the same trained models and the first N SST-2 dev sentences: seconds per explained example and
+ERASER's token-level comprehensiveness / sufficiency / AOPC (tokens deleted, the predicted class) of
+  attention             protolm's own: the token attention of the forward pass that predicts
+  integrated_gradients  Captum LayerIntegratedGradients on the embeddings, all-[PAD] baseline
+  lime                  Captum Lime, one feature per token, absent = deleted; the lime package's
+                        text kernel (cosine distance x 100, width 25) and ridge regression
+  kernel_shap           Captum KernelShap, one feature per token, absent = deleted
+  random                a random ranking
+for the prototype model, and the post-hoc ones for the linear model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import table, write
+
+
+def _perturbation_scorer(kind: str, tokenizer, samples: int, per_eval: int):
+    """A faithfulness scorer (model, batch, targets) -> B x L from Captum's Lime or KernelShap.
+    Captum perturbs one example at a time; a perturbed-away token becomes padding with its
+    attention mask off, which for the encoder is deleting it (special tokens are kept)."""
+    from captum._utils.models.linear_model import SkLearnRidge
+    from captum.attr import KernelShap, Lime
+
+    pad = tokenizer.pad_token_id
+
+    def lime_kernel(original, perturbed, interpretable, **_):
+        # lime's LimeTextExplainer: cosine distance of the binary presence vector from all-present, x 100.
+        ones = torch.ones_like(interpretable, dtype=torch.float)
+        distance = 1 - torch.nn.functional.cosine_similarity(interpretable.float(), ones, dim=-1)
+        return torch.sqrt(torch.exp(-((distance * 100) ** 2) / 25**2))
+
+    def one(model, ids, types, target: int) -> torch.Tensor:
+        """Attributions to the tokens of one example (1 x n ids)."""
+        special = tokenizer.get_special_tokens_mask(ids[0].tolist(), already_has_special_tokens=True)
+        special = torch.tensor(special, device=ids.device).bool()
+
+        def forward(perturbed):
+            perturbed = torch.where(special, ids, perturbed)
+            inputs = {"input_ids": perturbed, "attention_mask": (perturbed != pad).long()}
+            if types is not None:
+                inputs["token_type_ids"] = types.expand_as(perturbed)
+            return torch.softmax(model(inputs)["logits"].float(), -1)
+
+        if kind == "lime":
+            explainer = Lime(forward, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=lime_kernel)
+        else:
+            explainer = KernelShap(forward)
+        with torch.no_grad():
+            return explainer.attribute(
+                ids,
+                baselines=pad,
+                target=target,
+                feature_mask=torch.arange(ids.shape[1], device=ids.device)[None],
+                n_samples=samples,
+                perturbations_per_eval=per_eval,
+            )[0]
+
+    def score(model, batch, targets):
+        scores = torch.zeros(batch["input_ids"].shape)
+        for i in range(len(targets)):
+            n = int(batch["attention_mask"][i].sum())
+            types = batch["token_type_ids"][i : i + 1, :n] if "token_type_ids" in batch else None
+            scores[i, :n] = one(model, batch["input_ids"][i : i + 1, :n], types, int(targets[i])).float().cpu()
+        return scores
+
+    return score
+
+
+def _dev_sentences(loaded, n: int):
+    from protolm.config import DataConfig, section
+    from protolm.data.datamodule import TaskDataModule
+    from protolm.data.task import TaskSpec
+
+    config = loaded.config
+    dm = TaskDataModule(TaskSpec.from_config(config["task"]), loaded.tokenizer, section(config["data"], DataConfig))
+    split = dm.role_split("test")
+    keep = slice(0, min(n, len(split)))
+    pairs = split.pairs[keep] if split.pairs is not None else None
+    return dataclasses.replace(
+        split, texts=split.texts[keep], pairs=pairs, labels=split.labels[keep], rows=split.rows[keep], encodings=[]
+    )
+
+
+def _load(run_dir: str):
+    from protolm.checkpoint import load, shipped_checkpoint
+
+    return load(shipped_checkpoint(Path(run_dir), "--run"))
+
+
+def explain(args) -> None:
+    from protolm.faithfulness import integrated_gradients_ranking, token_level
+
+    torch.manual_seed(0)
+    rows, measured = [], {}
+    bins = [0.01, 0.05, 0.1, 0.2, 0.5]
+    for model_name, run_dir in (("prototype", args.prototype_run), ("linear", args.linear_run)):
+        if not run_dir:
+            continue
+        loaded = _load(run_dir)
+        split = _dev_sentences(loaded, args.examples)
+        scorers = {
+            "integrated_gradients": functools.partial(
+                integrated_gradients_ranking, steps=args.ig_steps, internal_batch_size=4 * args.ig_steps
+            ),
+            "lime": _perturbation_scorer("lime", loaded.tokenizer, args.lime_samples, 50),
+            "kernel_shap": _perturbation_scorer("kernel_shap", loaded.tokenizer, args.shap_samples, 50),
+        }
+        rationales = ("attention",) * loaded.model.is_prototype + ("integrated_gradients", "lime", "kernel_shap")
+        rationales += ("random",)
+        result = token_level(
+            loaded.model,
+            loaded.tokenizer,
+            split,
+            bins,
+            removal="delete",
+            target="predicted",
+            batch_size=16,
+            max_length=loaded.config["data"]["max_length"],
+            rationales=rationales,
+            scorers=scorers,
+        )
+        measured[model_name] = result
+        seconds = result["seconds_per_example"]
+        own = seconds.get("attention")
+        for name in rationales:
+            aopc = result["by_rationale"][name]["aopc"]
+            cost = seconds.get(name, 0.0)
+            rows.append(
+                {
+                    "model": model_name,
+                    "rationale": name,
+                    "ms_per_example": 1000 * cost,
+                    "x_protolm_cost": cost / own if own and cost else "",
+                    "aopc_comprehensiveness": aopc["comprehensiveness"],
+                    "aopc_sufficiency": aopc["sufficiency"],
+                }
+            )
+        print(table(rows, list(rows[0])), flush=True)
+    settings = {
+        "examples": args.examples,
+        "bins": bins,
+        "removal": "delete",
+        "target": "predicted",
+        "ig_steps": args.ig_steps,
+        "lime_samples": args.lime_samples,
+        "shap_samples": args.shap_samples,
+    }
+    derived = {}
+    proto = {r["rationale"]: r for r in rows if r["model"] == "prototype"}
+    if "attention" in proto and "integrated_gradients" in proto:
+        derived["ig_cost_over_protolm"] = proto["integrated_gradients"]["ms_per_example"] / max(
+            proto["attention"]["ms_per_example"], math.ulp(1.0)
+        )
+        posthoc = [r for name, r in proto.items() if name not in ("attention", "random")]
+        best = max(posthoc, key=lambda r: r["aopc_comprehensiveness"])
+        derived["best_posthoc_comprehensiveness"] = f"{best['rationale']} {best['aopc_comprehensiveness']:.4f}"
+        derived["protolm_comprehensiveness"] = proto["attention"]["aopc_comprehensiveness"]
+    print("\n" + table(rows, list(rows[0])))
+    for key, value in derived.items():
+        print(f"{key}: {value}")
+    payload = {"settings": settings, "rows": rows, "derived": derived, "runs": vars(args), "results": measured}
+    print(f"\nwrote {write('peers_explain', payload, args.out)}")
