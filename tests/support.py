@@ -73,6 +73,27 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None =
     )
 
 
+def run_here(script: str, *args: str, capsys, monkeypatch, env: dict | None = None):
+    """``python <script> <args>`` run by the script's own ``main`` in this process: what ``run_cli``
+    gives (exit code, stdout, stderr) without a new interpreter's start-up (seconds per call).
+    For commands whose process boundary is not under test (kills, imports, exit signals)."""
+    import importlib
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    module = importlib.import_module(Path(script).stem)
+    main = module.one_line_config_errors(module.main) if script == "run.py" else module.main
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], code, out.out, out.err)
+
+
 def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
     """A failed command: non-zero exit, no traceback, and every fragment in its message."""
     output = result.stdout + result.stderr

@@ -13,7 +13,7 @@ import torch
 
 from protolm.checkpoint import load
 from protolm.errors import CheckpointError
-from tests.support import REPO, TINY, assert_clean_failure, run_cli
+from tests.support import REPO, TINY, assert_clean_failure, run_here
 
 
 class Evil:
@@ -26,7 +26,7 @@ class Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
+def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path, capsys, monkeypatch):
     marker, path = tmp_path / "pwned", tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "protolm": Evil(marker)}, path)
     with pytest.raises(CheckpointError, match=f"checkpoint {path} cannot be read safely"):
@@ -35,11 +35,11 @@ def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
         ["run.py", *TINY, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run"],
         ["explain.py", f"ckpt_path={path}", "text=hello", f"hydra.run.dir={tmp_path}/explain"],
     ):
-        assert_clean_failure(run_cli(*tool), str(path))
+        assert_clean_failure(run_here(*tool, capsys=capsys, monkeypatch=monkeypatch), str(path))
     assert not marker.exists()
 
 
-def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, tmp_path):
+def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, tmp_path, capsys, monkeypatch):
     good = (tiny_run / "checkpoints" / "projected.ckpt").read_bytes()
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good[: len(good) // 2])
@@ -56,11 +56,12 @@ def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, 
         with pytest.raises(CheckpointError, match=message) as err:
             load(path)
         assert str(path) in str(err.value)
+    here = {"capsys": capsys, "monkeypatch": monkeypatch}
     assert_clean_failure(
-        run_cli("evaluate.py", f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/e"), str(truncated)
+        run_here("evaluate.py", f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/e", **here), str(truncated)
     )
     assert_clean_failure(
-        run_cli("run.py", *TINY, f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/r"), str(truncated)
+        run_here("run.py", *TINY, f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/r", **here), str(truncated)
     )
 
 
@@ -96,7 +97,10 @@ def digest(folder: Path) -> dict:
     }
 
 
-def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path):
+def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path, capsys, monkeypatch):
+    def run_cli(*args):
+        return run_here(*args, capsys=capsys, monkeypatch=monkeypatch)
+
     before = digest(tiny_run)
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     assert_clean_failure(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import BACKBONES, TASKS, assert_clean_failure, run_cli
+from tests.support import BACKBONES, TASKS, assert_clean_failure, run_cli, run_here
 
 HUB_IDS = {
     "bert-base-uncased": "google-bert/bert-base-uncased",
@@ -60,21 +60,23 @@ def test_unknown_option_names_list_the_valid_ones(group, bad, valid):
 
 
 @pytest.mark.no_data
-def test_bad_value_is_one_line_naming_the_key():
-    result = run_cli("run.py", "backbone=tiny", "head.num_prototypes=25")
+def test_bad_value_is_one_line_naming_the_key(capsys, monkeypatch):
+    result = run_here("run.py", "backbone=tiny", "head.num_prototypes=25", capsys=capsys, monkeypatch=monkeypatch)
     assert_clean_failure(result, "error: head.num_prototypes=25 must be a multiple of task sst2's 2 classes")
     assert result.returncode == 1
 
 
 @pytest.mark.no_data
-def test_missing_data_names_the_paths_tried_and_the_fix(tmp_path):
-    result = run_cli("run.py", "backbone=tiny", f"data.data_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=none")
+def test_missing_data_names_the_paths_tried_and_the_fix(tmp_path, capsys, monkeypatch):
+    args = ["backbone=tiny", f"data.data_dir={tmp_path}", "trainer.fast_dev_run=true", "logger=none"]
+    result = run_here("run.py", *args, f"paths.log_dir={tmp_path}/outputs", capsys=capsys, monkeypatch=monkeypatch)
     assert_clean_failure(result, f"{tmp_path}/sst2/train.tsv", "data.data_dir=", "PROTOLM_DATA_DIR")
 
 
 @pytest.mark.no_data
-def test_hub_backbone_offline_fails_fast_with_the_fix():
-    result = run_cli("run.py", "backbone=roberta-large", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
+def test_hub_backbone_offline_fails_fast_with_the_fix(tmp_path, capsys, monkeypatch):
+    args = ["backbone=roberta-large", f"paths.log_dir={tmp_path}/outputs"]
+    result = run_here("run.py", *args, env={"HF_HUB_OFFLINE": "1"}, capsys=capsys, monkeypatch=monkeypatch)
     assert_clean_failure(
         result, "backbone roberta-large: cannot load 'FacebookAI/roberta-large'", "backbone.pretrained="
     )

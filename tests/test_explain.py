@@ -10,7 +10,7 @@ import torch
 
 from protolm.errors import CheckpointError, DataError
 from protolm.explain import explain, require_projection
-from tests.support import run_cli
+from tests.support import run_cli, run_here
 
 FIELDS = {"text", "prediction", "probs", "tokens", "attention", "prototypes"}
 PROTOTYPE_FIELDS = {"prototype_id", "class", "similarity", "contribution", "nearest_examples"}
@@ -70,9 +70,10 @@ def test_explain_cli_input_file_and_split(tiny_run, tmp_path):
     assert len((tmp_path / "b" / "explanations.jsonl").read_text().splitlines()) == 4
 
 
-def test_explain_without_projection_says_how_to_project(tiny_run, tmp_path):
-    result = run_cli(
-        "explain.py", f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}", "text=fine", f"hydra.run.dir={tmp_path}"
+def test_explain_without_projection_says_how_to_project(tiny_run, tmp_path, capsys, monkeypatch):
+    ckpt = f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}"
+    result = run_here(
+        "explain.py", ckpt, "text=fine", f"hydra.run.dir={tmp_path}", capsys=capsys, monkeypatch=monkeypatch
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "has no prototype projection" in result.stderr and "python project.py ckpt_path=" in result.stderr

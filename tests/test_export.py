@@ -10,7 +10,7 @@ import torch
 from protolm.api import load as load_classifier
 from protolm.errors import ConfigError, DataError
 from protolm.export import export_model
-from tests.support import TINY, assert_clean_failure, compose_config, data_dir, run_cli
+from tests.support import TINY, assert_clean_failure, compose_config, data_dir, run_cli, run_here
 
 SENTENCES = ["a gripping , beautifully acted film", "dull and far too long", "it is what it is", "not bad at all"]
 
@@ -201,10 +201,11 @@ def test_export_replaces_only_an_earlier_export_and_only_when_asked(tiny_loaded,
     assert not list(tmp_path.glob(".*.tmp-*"))
 
 
-def test_push_to_hub_without_the_hub_fails_fast_and_writes_nothing(tiny_run, tmp_path):
+def test_push_to_hub_without_the_hub_fails_fast_and_writes_nothing(tiny_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "model"
     args = [f"ckpt_path={tiny_run}", f"out={out}", "push_to_hub=true", "repo_id=someone/model"]
-    result = run_cli("export.py", *args, f"hydra.run.dir={tmp_path / 'log'}", env={"HF_HUB_OFFLINE": "1"})
+    here = {"capsys": capsys, "monkeypatch": monkeypatch, "env": {"HF_HUB_OFFLINE": "1"}}
+    result = run_here("export.py", *args, f"hydra.run.dir={tmp_path / 'log'}", **here)
     assert_clean_failure(result, "hub cannot be reached", "nothing was uploaded")
     assert len((result.stdout + result.stderr).strip().splitlines()) == 1
     assert not out.exists()

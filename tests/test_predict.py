@@ -10,7 +10,7 @@ import pytest
 from protolm.api import load as load_classifier
 from protolm.errors import DataError
 from protolm.predict import predict_file
-from tests.support import assert_clean_failure, data_dir, run_cli
+from tests.support import assert_clean_failure, data_dir, run_cli, run_here
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +59,18 @@ def test_jsonl_in_and_out_with_explanations_across_chunks(clf, tmp_path):
     assert [f["prediction"] for f in found] == [e["prediction"] for e in clf.predict(texts)]
 
 
-def test_a_missing_column_names_the_columns_there_are(tiny_run, tmp_path):
+def test_a_missing_column_names_the_columns_there_are(tiny_run, tmp_path, capsys, monkeypatch):
     source = tmp_path / "in.csv"
     source.write_text("id,sentence\n1,fine\n")
-    result = run_cli(
+    result = run_here(
         "predict.py", f"model={tiny_run}", f"input_file={source}", f"output={tmp_path / 'out.jsonl'}",
-        f"hydra.run.dir={tmp_path / 'log'}",
+        f"hydra.run.dir={tmp_path / 'log'}", capsys=capsys, monkeypatch=monkeypatch,
     )  # fmt: skip
     assert_clean_failure(result, "row 1: no field 'text' (it has 'id', 'sentence'); set text_field=")
     assert not (tmp_path / "out.jsonl").exists() and not list(tmp_path.glob("*.partial"))
 
 
-def test_bad_file_names_and_taken_outputs_fail_before_the_model_loads(tmp_path):
+def test_bad_file_names_and_taken_outputs_fail_before_the_model_loads(tmp_path, capsys, monkeypatch):
     taken = tmp_path / "taken.csv"
     taken.write_text("mine\n")
     (tmp_path / "in.txt").write_text("a\n")
@@ -81,7 +81,8 @@ def test_bad_file_names_and_taken_outputs_fail_before_the_model_loads(tmp_path):
         ([given, f"output={taken}"], "already exists; choose another output= or pass overwrite=true"),
         ([given, f"output={tmp_path / 'no' / 'o.csv'}"], "the folder"),
     ):
-        result = run_cli("predict.py", "model=/nowhere", *args, f"hydra.run.dir={tmp_path / 'log'}")
+        log = f"hydra.run.dir={tmp_path / 'log'}"
+        result = run_here("predict.py", "model=/nowhere", *args, log, capsys=capsys, monkeypatch=monkeypatch)
         assert_clean_failure(result, message)
     assert taken.read_text() == "mine\n"
 
