@@ -233,7 +233,7 @@ def _run_child(runner: str, seed: int, spec: dict, args, work: Path) -> dict:
     if runner != "hf-trainer":
         results = json.loads((run_dir / "results.json").read_text())
         record["dev_acc"] = results["metrics"]["test/acc"]
-        record["run_dir"] = str(run_dir)
+        record["run_dir"] = run_dir.name  # under --work
     return record
 
 
@@ -268,7 +268,18 @@ def train(args) -> None:
     print("\n" + table(rows, list(rows[0])))
     for key, value in derived.items():
         print(f"{key}: {value:.3f}")
-    payload = {"args": vars(args), "spec": spec, "rows": rows, "derived": derived, "runs": measured}
+    # Paths of this machine stay out of the record: the files by name, the model by its hub id.
+    portable = spec | {
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (packaged)" if "gt_all" in spec["model"] else spec["model"]
+    }
+    portable |= {"train": "<work>/train.tsv", "validation": "<data_dir>/sst2/dev.tsv"}
+    payload = {
+        "args": vars(args) | {"work": "<work>"},
+        "spec": portable,
+        "rows": rows,
+        "derived": derived,
+        "runs": measured,
+    }
     print(f"\nwrote {write('peers_train', payload, args.out)}")
 
 
@@ -286,6 +297,12 @@ def main():
     parser.add_argument("--ig-steps", type=int, default=50)
     parser.add_argument("--lime-samples", type=int, default=200)
     parser.add_argument("--shap-samples", type=int, default=200)
+    parser.add_argument(
+        "--rationales",
+        type=lambda s: s.split(","),
+        default=["attention", "contribution", "integrated_gradients", "lime", "kernel_shap"],
+        help="which explanations to measure (a random rationale always runs)",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)

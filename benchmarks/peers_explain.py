@@ -3,6 +3,8 @@
 On the same trained models and the first N SST-2 dev sentences: seconds per explained example and
 ERASER's token-level comprehensiveness / sufficiency / AOPC (tokens deleted, the predicted class) of
   attention             protolm's own: the token attention of the forward pass that predicts
+  contribution          protolm's own: attention x (token . the gradient of log p(class) at the
+                        pooled vector); one encoder pass, only the head differentiated
   integrated_gradients  Captum LayerIntegratedGradients on the embeddings, all-[PAD] baseline
   lime                  Captum Lime, one feature per token, absent = deleted; the lime package's
                         text kernel (cosine distance x 100, width 25) and ridge regression
@@ -114,8 +116,9 @@ def explain(args) -> None:
             "lime": _perturbation_scorer("lime", loaded.tokenizer, args.lime_samples, 50),
             "kernel_shap": _perturbation_scorer("kernel_shap", loaded.tokenizer, args.shap_samples, 50),
         }
-        rationales = ("attention",) * loaded.model.is_prototype + ("integrated_gradients", "lime", "kernel_shap")
-        rationales += ("random",)
+        builtin = ("attention", "contribution") if loaded.model.is_prototype else ()
+        rationales = builtin + ("integrated_gradients", "lime", "kernel_shap", "random")
+        rationales = tuple(r for r in rationales if r in args.rationales or r == "random")
         result = token_level(
             loaded.model,
             loaded.tokenizer,
@@ -156,16 +159,22 @@ def explain(args) -> None:
     }
     derived = {}
     proto = {r["rationale"]: r for r in rows if r["model"] == "prototype"}
-    if "attention" in proto and "integrated_gradients" in proto:
-        derived["ig_cost_over_protolm"] = proto["integrated_gradients"]["ms_per_example"] / max(
-            proto["attention"]["ms_per_example"], math.ulp(1.0)
-        )
-        posthoc = [r for name, r in proto.items() if name not in ("attention", "random")]
-        best = max(posthoc, key=lambda r: r["aopc_comprehensiveness"])
-        derived["best_posthoc_comprehensiveness"] = f"{best['rationale']} {best['aopc_comprehensiveness']:.4f}"
-        derived["protolm_comprehensiveness"] = proto["attention"]["aopc_comprehensiveness"]
+    if "attention" in proto and len(proto) > 2:
+        if "integrated_gradients" in proto:
+            derived["ig_cost_over_protolm"] = proto["integrated_gradients"]["ms_per_example"] / max(
+                proto["attention"]["ms_per_example"], math.ulp(1.0)
+            )
+        posthoc = [r for name, r in proto.items() if name not in ("attention", "contribution", "random")]
+        if posthoc:
+            best = max(posthoc, key=lambda r: r["aopc_comprehensiveness"])
+            derived["best_posthoc_comprehensiveness"] = f"{best['rationale']} {best['aopc_comprehensiveness']:.4f}"
+        for name in ("attention", "contribution"):
+            if name in proto:
+                derived[f"protolm_{name}_comprehensiveness"] = proto[name]["aopc_comprehensiveness"]
     print("\n" + table(rows, list(rows[0])))
     for key, value in derived.items():
         print(f"{key}: {value}")
-    payload = {"settings": settings, "rows": rows, "derived": derived, "runs": vars(args), "results": measured}
+    # The runs by folder name: paths of this machine stay out of the record.
+    runs = {"prototype": Path(args.prototype_run or "").name, "linear": Path(args.linear_run or "").name}
+    payload = {"settings": settings, "rows": rows, "derived": derived, "runs": runs, "results": measured}
     print(f"\nwrote {write('peers_explain', payload, args.out)}")

@@ -189,9 +189,29 @@ def integrated_gradients_ranking(
     return attributions.sum(-1).detach()
 
 
+def contribution_ranking(model, batch: dict, targets: torch.Tensor) -> torch.Tensor:
+    """Each token's contribution to the target class through the head's attention pooling:
+    alpha_t * (h_t . d log p(target) / d pooled), gradient x input at the pooled vector (B x L).
+
+    The pooled vector is sum_t alpha_t h_t, so this splits the first-order effect of the pooled
+    vector among the tokens by what each one adds, in the direction that raises the target class,
+    where attention alone says only how much each is weighed. The encoder runs once without
+    gradients; only the head (similarities and last layer) is differentiated."""
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+    with torch.no_grad():
+        hidden = model.encoder(**inputs).last_hidden_state.float()
+        pooled, alpha = model.head.pooling(hidden, batch["attention_mask"])
+    pooled = pooled.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.head.logits_from_similarities(model.head.similarities(pooled)).float()
+        chosen = torch.log_softmax(logits, -1).gather(1, targets[:, None].to(logits.device)).sum()
+        (direction,) = torch.autograd.grad(chosen, pooled)
+    return alpha * torch.einsum("blh,bh->bl", hidden, direction)
+
+
 # Rationales computed from the model beyond its own attention: name -> fn(model, batch, targets) -> B x L
 # scores (higher: more important). Callers may add their own (the peers benchmark adds LIME, KernelSHAP).
-SCORERS = {"integrated_gradients": integrated_gradients_ranking}
+SCORERS = {"integrated_gradients": integrated_gradients_ranking, "contribution": contribution_ranking}
 
 
 class _Eraser:

@@ -77,7 +77,7 @@ for i in itertools.count():
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint_readable(tmp_path):
     path = tmp_path / "last.ckpt"
-    for delay in (0.07, 0.19, 0.33):
+    for delay in (0.07, 0.33):
         proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip().isdigit()  # one complete save exists
         time.sleep(delay)  # ... then die at an arbitrary point, most likely mid-write (24 MB a save)

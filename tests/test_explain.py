@@ -58,7 +58,10 @@ def test_explain_cli_writes_jsonl_and_html(tiny_run, tmp_path):
     assert "<!DOCTYPE html>" in page and "http://" not in page and "https://" not in page and "<script" not in page
 
 
-def test_explain_cli_input_file_and_split(tiny_run, tmp_path):
+def test_explain_cli_input_file_and_split(tiny_run, tmp_path, capsys, monkeypatch):
+    def run_cli(*args):
+        return run_here(*args, capsys=capsys, monkeypatch=monkeypatch)
+
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("great acting\n\nterrible plot\n")

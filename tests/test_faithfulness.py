@@ -13,7 +13,7 @@ from protolm.config import read_settings
 from protolm.data.datamodule import Split
 from protolm.faithfulness import prototype_level, token_level
 from protolm.model import ProtoLM, TaskInfo
-from tests.support import run_cli
+from tests.support import run_here
 
 KEYWORD = "excellent"
 
@@ -105,6 +105,31 @@ def test_token_level_on_a_model_that_depends_on_one_known_token(keyword_model, m
     assert masked["by_rationale"]["attention"]["0.01"]["comprehensiveness"] > 0.99
 
 
+def test_contribution_is_the_pooled_gradient_times_input_and_finds_the_keyword(keyword_model, minilm_tokenizer):
+    from protolm.faithfulness import contribution_ranking
+
+    batch = loader(keyword_model, minilm_tokenizer, SENTENCES, [1, 1, 0, 0])[0]
+    targets = torch.tensor([1, 1, 0, 0])
+    scores = contribution_ranking(keyword_model.eval(), batch, targets)
+    # Its definition: d log p(target) / d s_t at s = 1, where token t's pooling weight is scaled by s_t.
+    with torch.no_grad():
+        hidden = keyword_model.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        pooled, alpha = keyword_model.head.pooling(hidden.last_hidden_state, batch["attention_mask"])
+    scale = torch.ones_like(alpha, requires_grad=True)
+    pooled = torch.einsum("bl,blh->bh", alpha * scale, hidden.last_hidden_state)
+    logits = keyword_model.head.logits_from_similarities(keyword_model.head.similarities(pooled))
+    torch.log_softmax(logits, -1).gather(1, targets[:, None]).sum().backward()
+    torch.testing.assert_close(scores, scale.grad, rtol=1e-4, atol=1e-6)
+    # Deleting the tokens it ranks first removes more of the decision than deleting random ones.
+    result = token_level(
+        keyword_model, minilm_tokenizer, split_of(SENTENCES, [1, 1, 0, 0]), bins=[0.1, 0.5], seed=0,
+        rationales=("contribution", "random"),
+    )  # fmt: skip
+    contribution, random = result["by_rationale"]["contribution"], result["by_rationale"]["random"]
+    assert contribution["aopc"]["comprehensiveness"] > random["aopc"]["comprehensiveness"]
+    assert contribution["aopc"]["sufficiency"] < random["aopc"]["sufficiency"]
+
+
 def test_prototype_level_known_answers(keyword_model, minilm_tokenizer):
     data = loader(keyword_model, minilm_tokenizer, SENTENCES, [1, 1, 0, 0])
     with torch.no_grad():
@@ -125,15 +150,17 @@ def test_prototype_level_known_answers(keyword_model, minilm_tokenizer):
     )  # a random prototype is the right one half the time
 
 
-def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path):
+def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path, capsys, monkeypatch):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli(
+    result = run_here(
         "evaluate.py",
         f"ckpt_path={ckpt}",
         "data.max_eval_samples=12",
         "faithfulness.random_draws=2",
         "faithfulness.prototype_ks=[1,2,5,8]",
         f"hydra.run.dir={tmp_path}",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert result.returncode == 0, result.stderr
     out = json.loads((tmp_path / "faithfulness.json").read_text())
@@ -141,7 +168,7 @@ def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path):
     assert out["settings"]["token_bins"] == [0.01, 0.05, 0.1, 0.2, 0.5] and out["settings"]["token_removal"] == "delete"
     # k = 8 is every prototype: removing them all measures nothing, so it is left out.
     assert out["settings"]["prototype_ks"] == [1, 2, 5] and out["settings"]["target"] == "predicted"
-    assert set(out["token_level"]["by_rationale"]) == {"attention", "random"}
+    assert set(out["token_level"]["by_rationale"]) == {"attention", "contribution", "random"}
     by_k = out["prototype_level"]["by_k"]
     assert set(by_k) == {"1", "2", "5"} and out["prototype_level"]["smallest_class_block"] == 4
     for k in ("1", "2"):

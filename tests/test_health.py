@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from protolm.checkpoint import load
 from protolm.cli.tool import datamodule_for
 from protolm.health import prototype_health, prune_prototypes
-from tests.support import run_cli
+from tests.support import run_here
 
 
 def fresh(tiny_run):
@@ -118,9 +118,9 @@ def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_r
     assert [p.prototype_id for p in model.projection.prototypes] == list(range(model.head.num_prototypes))
 
 
-def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
+def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli(
+    result = run_here(
         "health.py",
         f"ckpt_path={ckpt}",
         "prune.enabled=true",
@@ -128,6 +128,8 @@ def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path):
         "prune.min_purity=0.99",
         "health.plot_max_examples=100",
         f"hydra.run.dir={tmp_path}",
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     assert result.returncode == 0, result.stderr
     assert (

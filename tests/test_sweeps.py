@@ -194,7 +194,7 @@ def test_unreachable_wandb_falls_back_to_csv_without_hanging(tmp_path):
         *overrides,
         "logger=wandb",
         "logger.wandb.mode=online",
-        "logger.wandb.init_timeout_s=10",
+        "logger.wandb.init_timeout_s=3",
         f"hydra.run.dir={tmp_path}",
         timeout=300,
         env={"WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "0" * 40},

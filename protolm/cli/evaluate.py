@@ -43,7 +43,7 @@ def _measure(cfg: DictConfig, loaded, dm) -> dict:
     f, model, split = cfg.faithfulness, loaded.model, dm.role_split(cfg.split)
     max_length = loaded.config["data"]["max_length"]
     ks = _prototype_ks(f.prototype_ks, model.head.num_prototypes)
-    rationales = ("attention", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
+    rationales = ("attention", "contribution", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
     loader = dm.dataloader(cfg.split, shard=False)
     return {
         "checkpoint": str(cfg.ckpt_path),
