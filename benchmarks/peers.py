@@ -186,9 +186,7 @@ def hf_child(args) -> None:
 # ------------------------------------------------------------------------------------ train
 def _demo_training_set(args, work: Path) -> dict:
     """The `make demo` training sentences, as protolm selects them, written for the Trainer."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from e2e import compose
-
+    from benchmarks.e2e import compose
     from protolm.backbone import load_tokenizer, resolve_source
     from protolm.config import read_settings
     from protolm.data.datamodule import TaskDataModule

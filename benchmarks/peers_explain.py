@@ -78,13 +78,12 @@ def _perturbation_scorer(kind: str, tokenizer, samples: int, per_eval: int):
 
 
 def _dev_sentences(loaded, n: int):
-    from protolm.config import DataConfig, section
-    from protolm.data.datamodule import TaskDataModule
-    from protolm.data.task import TaskSpec
+    """The first ``n`` examples of the split the run reported on, as the tools read it."""
+    from omegaconf import OmegaConf
 
-    config = loaded.config
-    dm = TaskDataModule(TaskSpec.from_config(config["task"]), loaded.tokenizer, section(config["data"], DataConfig))
-    split = dm.role_split("test")
+    from protolm.cli.tool import datamodule_for
+
+    split = datamodule_for(loaded, OmegaConf.create({})).role_split("test")
     keep = slice(0, min(n, len(split)))
     pairs = split.pairs[keep] if split.pairs is not None else None
     return dataclasses.replace(

@@ -260,8 +260,6 @@ class _Eraser:
         labels = torch.tensor(split.labels[start:end], device=out["logits"].device)
         targets = _target(out["logits"], labels, self.target)
         probs = torch.softmax(out["logits"].float(), -1)
-        if "attention" in rationales and "attention" not in out:
-            raise ValueError("rationale 'attention' needs the prototype head's token attention; this model has none")
         scores = {"attention": out["attention"].float()} if "attention" in rationales else {}
         for name in rationales:
             if name in self.scorers:
@@ -351,6 +349,13 @@ def token_level(
     unknown = set(rationales) - {"attention", "random"} - set(eraser.scorers)
     if unknown:
         raise ValueError(f"unknown rationale(s) {sorted(unknown)}: not attention, random or {sorted(eraser.scorers)}")
+    own = sorted({"attention", "contribution"} & set(rationales))
+    # A linear head's "attention" is its fixed pooling, not an explanation. Models other than
+    # ProtoLM (without is_prototype) are taken at their word: they return an "attention" of their own.
+    if own and not getattr(model, "is_prototype", True):
+        raise ValueError(
+            f"rationale(s) {own} need the prototype head's attention pooling; this model has a linear head"
+        )
     records = eraser.records(split, rationales)
     edits, owners = eraser.edits(records, bins)
     probs = _probabilities(model, tokenizer, edits, [records[r]["target"] for r, *_ in owners], batch_size)

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from protolm.assemble import build_head, build_objective
+from protolm.assemble import build_head, build_model, build_objective
 from protolm.config import read_settings
 from protolm.data.datamodule import Split
 from protolm.faithfulness import prototype_level, token_level
@@ -303,3 +303,10 @@ def test_token_aopc_counts_each_distinct_bin_size_once(minilm_tokenizer, removal
     # ...but the AOPC averages over the distinct sizes {1, 5}, counting the top-1 token once.
     assert by_bin["aopc"]["comprehensiveness"] == pytest.approx(((p[10] - p[9]) + (p[10] - p[5])) / 2, abs=1e-6)
     assert by_bin["aopc"]["sufficiency"] == pytest.approx(((p[10] - p[1]) + (p[10] - p[5])) / 2, abs=1e-6)
+
+
+def test_own_rationales_need_the_prototype_head(make_config, minilm_tokenizer):
+    linear = build_model(read_settings(make_config("backbone=tiny", "head=linear")))
+    for own in ("attention", "contribution"):
+        with pytest.raises(ValueError, match=rf"rationale\(s\) \['{own}'\] need the prototype head"):
+            token_level(linear, minilm_tokenizer, split_of(SENTENCES[:1], [1]), bins=[0.5], rationales=(own, "random"))

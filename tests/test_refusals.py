@@ -7,7 +7,6 @@ afterwards: a refused command creates no run or output directory.
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO
+from tests.support import REPO, run_here
 
 try:
     import torch
@@ -83,16 +82,8 @@ if not HAS_CUDA:
 
 def run_in_process(script: str, args: list[str], capsys, monkeypatch, stream: str = "err") -> tuple[int, str]:
     """(exit code, stderr or stdout) of ``python <script>.py <args>``, run by the script's own main here."""
-    monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
-    module = importlib.import_module(script)
-    main = module.one_line_config_errors(module.main) if script == "run" else module.main
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
-    return code, getattr(capsys.readouterr(), stream)
+    result = run_here(f"{script}.py", *args, capsys=capsys, monkeypatch=monkeypatch)
+    return result.returncode, result.stderr if stream == "err" else result.stdout
 
 
 def assert_refused(code: int, err: str, fragment: str) -> None:
