@@ -151,23 +151,27 @@ class ResumeTrainingOrder(Callback):
 
 
 class SaveOnInterrupt(Callback):
-    """On SIGTERM (a cluster about to preempt) or Ctrl-C, save ``last.ckpt`` at a step boundary, then exit.
+    """On SIGTERM (a cluster about to preempt) or Ctrl-C, save ``last.ckpt`` at a safe point, then exit.
 
-    Both stop where a periodic checkpoint would be written, so the saved state resumes exactly:
-    Lightning turns SIGTERM into an exception at the next step boundary; the first Ctrl-C asks to
-    stop after the current training step (saving then), and a second one stops at once and saves
-    nothing (a state caught mid-step would not resume exactly: the last periodic checkpoint stays).
-    Not on other exceptions: a diverged (NaN) or crashed state must not replace the last good
-    checkpoint.
+    Both stop where Lightning stops for SIGTERM: after a training step (after the epoch's
+    validation when it is the epoch's last step), between validation batches, or at an epoch's
+    end; Lightning's restart logic resumes exactly from each of these. A Ctrl-C is turned into
+    that same request (Lightning's trainer has no public setter for it, so the flag its SIGTERM
+    handler sets is set here); stopping on a Ctrl-C of our own at the end of an epoch's last step,
+    before its validation, resumed inexactly. A second Ctrl-C stops at once and saves nothing (a
+    state caught mid-step would not resume exactly: the last periodic checkpoint stays). Not on
+    other exceptions: a diverged (NaN) or crashed state must not replace the last good checkpoint.
     """
 
     def __init__(self, last_path: str | Path):
         self.last_path = Path(last_path)
         self.stop_requested = False
+        self._trainer = None
         self._previous_handler = None
 
     def on_train_start(self, trainer, pl_module):
         if threading.current_thread() is threading.main_thread():
+            self._trainer = trainer
             self._previous_handler = signal.signal(signal.SIGINT, self._on_ctrl_c)
 
     def _on_ctrl_c(self, signum, frame):
@@ -175,15 +179,8 @@ class SaveOnInterrupt(Callback):
             log.warning("second Ctrl-C: stopping now; nothing saved since the last checkpoint")
             raise KeyboardInterrupt
         self.stop_requested = True
+        self._trainer._signal_connector.received_sigterm = True
         log.warning("Ctrl-C: stopping after this training step and saving last.ckpt (again: stop now, save nothing)")
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self.stop_requested:
-            global stopped_by_ctrl_c
-            trainer.save_checkpoint(self.last_path)
-            stopped_by_ctrl_c = True
-            log.warning("interrupted (Ctrl-C): saved %s; resume with ckpt_path=last", self.last_path)
-            raise Interrupted
 
     def _restore_handler(self) -> None:
         if self._previous_handler is not None:
@@ -196,9 +193,8 @@ class SaveOnInterrupt(Callback):
     def on_exception(self, trainer, pl_module, exception):
         self._restore_handler()
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            global stopped_by_ctrl_c
             trainer.save_checkpoint(self.last_path)
-            log.warning("interrupted (SIGTERM): saved %s; resume with ckpt_path=last", self.last_path)
-
-
-class Interrupted(KeyboardInterrupt):
-    """A Ctrl-C that stopped training at a step boundary after saving ``last.ckpt``."""
+            stopped_by_ctrl_c = self.stop_requested
+            cause = "Ctrl-C" if self.stop_requested else "SIGTERM"
+            log.warning("interrupted (%s): saved %s; resume with ckpt_path=last", cause, self.last_path)

@@ -1,6 +1,7 @@
 """Runs survive kills: a resumed run ends exactly where an uninterrupted one does."""
 
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -27,13 +28,14 @@ RUN = TINY + [
 ]
 
 
-def start(run_dir: Path, *extra: str) -> subprocess.Popen:
+def start(run_dir: Path, *extra: str, script: str = "run.py", env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "run.py", *RUN, *extra, f"hydra.run.dir={run_dir}"],
+        [sys.executable, script, *RUN, *extra, f"hydra.run.dir={run_dir}"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -94,6 +96,22 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path, uninterru
         assert proc.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err
     if sig == signal.SIGINT:  # Ctrl-C: stops at the next step boundary, saves, says how to resume
         assert proc.returncode == 130 and "stopped by Ctrl-C" in err and "Traceback" not in err
+    resumed = start(run, "ckpt_path=last")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert_same(outcome(run), uninterrupted)
+
+
+# Ctrl-C at the two points a delay rarely hits: the last step of an epoch (before its validation:
+# stopping there resumed inexactly before Ctrl-C took Lightning's SIGTERM path) and of training.
+@pytest.mark.slow
+@pytest.mark.parametrize("step", [10, STEPS])
+def test_ctrl_c_at_an_epoch_end_resumes_to_the_uninterrupted_result(step, tmp_path, uninterrupted):
+    run = tmp_path / "run"
+    proc = start(run, script="tests/interrupt_at.py", env={"PROTOLM_TEST_SIGINT_AT_STEP": str(step)})
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130 and "stopped by Ctrl-C" in err and "Traceback" not in err, err
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == step
     resumed = start(run, "ckpt_path=last")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err

@@ -81,19 +81,19 @@ def run_main(fn, cfg: DictConfig):
     try:
         return fn(cfg)
     except SystemExit as err:
+        resume = sys.modules.get("protolm.resume")
+        if resume is not None and resume.stopped_by_ctrl_c:  # raised as Lightning's SIGTERMException
+            print(
+                "error: stopped by Ctrl-C; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
+                file=sys.stderr,
+            )
+            sys.exit(130)
         if type(err).__name__ == "SIGTERMException":  # Lightning's, a SystemExit that would exit 0
             print(
                 "error: stopped by SIGTERM; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
                 file=sys.stderr,
             )
             sys.exit(143)
-        resume = sys.modules.get("protolm.resume")
-        if resume is not None and resume.stopped_by_ctrl_c:  # Lightning exits 1 after a KeyboardInterrupt
-            print(
-                "error: stopped by Ctrl-C; checkpoints/last.ckpt was saved: rerun with ckpt_path=last to resume",
-                file=sys.stderr,
-            )
-            sys.exit(130)
         raise
     except Exception as err:  # noqa: BLE001 - every failure gets the same clean report
         message = user_message(err)
