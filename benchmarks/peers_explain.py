@@ -15,7 +15,6 @@ for the prototype model, and the post-hoc ones for the linear model.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -84,11 +83,7 @@ def _dev_sentences(loaded, n: int):
     from protolm.cli.tool import datamodule_for
 
     split = datamodule_for(loaded, OmegaConf.create({})).role_split("test")
-    keep = slice(0, min(n, len(split)))
-    pairs = split.pairs[keep] if split.pairs is not None else None
-    return dataclasses.replace(
-        split, texts=split.texts[keep], pairs=pairs, labels=split.labels[keep], rows=split.rows[keep], encodings=[]
-    )
+    return split.subset(list(range(min(n, len(split)))))
 
 
 def _load(run_dir: str):

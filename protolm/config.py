@@ -206,6 +206,9 @@ class DataConfig:
     dynamic_padding: bool = True  # pad each batch to its longest sequence (false: to max_length)
     hub: str = "auto"  # auto: the Hugging Face hub for missing local splits when reachable | never
     hub_timeout_s: float = 5.0  # how long to wait for the hub to answer before using local files only
+    # Tokenized splits are kept as Arrow files and reused by later runs (protolm/data/cache.py).
+    cache: bool = True  # false: build into a temporary folder removed at exit
+    cache_dir: str | None = None  # null: PROTOLM_CACHE_DIR, else ~/.cache/protolm/data
 
     def __post_init__(self):
         check_number("data.max_length", self.max_length, low=2, integer=True)

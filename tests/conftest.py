@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -13,6 +16,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tokenized-data cache starts empty for each session, one for all its workers (whose commands
+# share it as users' runs do), and is removed at the end; never the user's ~/.cache/protolm.
+if "PROTOLM_CACHE_DIR" not in os.environ:
+    os.environ["PROTOLM_CACHE_DIR"] = tempfile.mkdtemp(prefix="protolm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["PROTOLM_CACHE_DIR"], True)
 # Under pytest-xdist, each worker (and the commands it starts) gets its share of the cores: torch's
 # default of one thread per core in every worker oversubscribes them, which slows the suite down.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):

@@ -44,7 +44,7 @@ def test_any_text_loads_and_long_text_is_truncated_and_counted(texts, tmp_path_f
     cfg = jsonl_task(tmp_path, [{"a": t, "y": "pos" if i % 2 else "neg"} for i, t in enumerate(texts)])
     dm = TaskDataModule(cfg, minilm_tokenizer, DataConfig(data_dir=str(tmp_path), max_length=32))
     split = dm.role_split("train")
-    assert all(2 <= len(e["input_ids"]) <= 32 for e in split.encodings)
+    assert all(2 <= n <= 32 for n in split.lengths)
     full = [len(minilm_tokenizer(t)["input_ids"]) for t in split.texts]
     assert split.truncated == sum(n > 32 for n in full)  # truncation is reported, exactly
 

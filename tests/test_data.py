@@ -56,8 +56,28 @@ PINNED = {
 }
 
 
+# Each role's token ids, truncation count and origin, 32 examples at data.max_length=32 with the
+# packaged MiniLM's tokenizer: pinned before splits became Arrow tables tokenized by a batched map.
+PINNED_TOKENS = {
+    "biosses": {"train": "b5220015cf843ecb", "val": "19e9b2a131b76784", "test": "af1d14f2762dd9a2"},
+    "imdb": {"train": "f587ae5af2858290", "val": "898376aa620746f2", "test": "7ee55310cf2de2ad"},
+    "mnli": {"test": "bf940b6fed56e844"},
+    "mnli-devsplit": {"train": "30c8af5a64570ba3", "val": "4417c0d8a4a172f4", "test": "ca0aab123f8be416"},
+    "mrpc": {"train": "f3ca0ecdd65abd54", "val": "37c2a9962984961c", "test": "a2e76fe2202aef2e"},
+    "pubmedqa": {"train": "b5242163e004db6e", "val": "3be1c020c1d0dcaf", "test": "0624681f0bf99924"},
+    "qnli": {"test": "1b673c16e93cd8c7"},
+    "qnli-devsplit": {"train": "fb224c30343ab1f9", "val": "4346374f9479c476", "test": "1406fb20d6517bbe"},
+    "rte": {"train": "812ed8e914f18461", "val": "184d2582dd9652cb", "test": "20564d8cd6161f43"},
+    "sst2": {"train": "2c2228c2f22bcc15", "val": "6be02b8cded6a683", "test": "cbd09341a70459dd"},
+    "sst5": {"train": "f5ec0ffc012909c2", "val": "e347c3dd52dd05e1", "test": "d96b94307daf01da"},
+    "wnli": {"train": "f7e47ef52adc99cd", "val": "16bf108d032f05eb", "test": "f93d93f191c49ea0"},
+}
+
+
 def digest(split) -> str:
-    return hashlib.sha1(repr((split.texts, split.pairs, split.labels, split.rows)).encode()).hexdigest()[:16]
+    pairs = list(split.pairs) if split.pairs is not None else None
+    values = (list(split.texts), pairs, list(split.labels), list(split.rows))
+    return hashlib.sha1(repr(values).encode()).hexdigest()[:16]
 
 
 def task_config(name: str) -> dict:
@@ -82,7 +102,7 @@ def module(task, tokenizer, data_dir=DATA, max_length=64, **data) -> TaskDataMod
 
 
 def test_every_task_has_expectations():
-    assert sorted(EXPECTED) == TASKS == sorted(PINNED)
+    assert sorted(EXPECTED) == TASKS == sorted(PINNED) == sorted(PINNED_TOKENS)
 
 
 @pytest.mark.parametrize("name", TASKS)
@@ -104,13 +124,24 @@ def test_task_loads_its_local_splits(name, minilm_tokenizer):
     for role in EXPECTED[name]:
         encoded = small.role_split(role)
         assert len(encoded) == min(32, EXPECTED[name][role][1])
-        assert all(2 <= len(e["input_ids"]) <= 64 for e in encoded.encodings)
+        assert all(2 <= n <= 64 for n in encoded.lengths)
     for split in ("train", "validation"):
         if "devsplit" in name and split in raw:
             assert set(raw["train"].rows).isdisjoint(raw["validation"].rows)
     if name in ("qnli", "mnli"):  # train is not in the data directory and the hub is off in tests
         with pytest.raises(DataError, match=rf"{name}/train\.\w+.*HF_HUB_OFFLINE.*data\.data_dir"):
             dm.role_split("train")
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_tokenized_examples_are_pinned(name, minilm_tokenizer):
+    small = module(name, minilm_tokenizer, max_train_samples=32, max_eval_samples=32, max_length=32)
+    got = {}
+    for role in EXPECTED[name]:
+        split = small.role_split(role)
+        encodings = [split.encoding(i) for i in range(len(split))]
+        got[role] = hashlib.sha1(repr((encodings, split.truncated, split.origin)).encode()).hexdigest()[:16]
+    assert got == PINNED_TOKENS[name]
 
 
 def test_selection_slice_never_overlaps_train_whatever_loads_first(minilm_tokenizer):
@@ -163,7 +194,7 @@ def test_pubmedqa_uses_the_official_test_ids(minilm_tokenizer):
 
 def test_batches_are_padded_to_their_longest_sequence(minilm_tokenizer):
     dm = module("sst2", minilm_tokenizer, max_train_samples=200, batch_size=16)
-    lengths = [len(e["input_ids"]) for e in dm.role_split("train").encodings]
+    lengths = dm.role_split("train").lengths
     for batch in dm.dataloader("train", shuffle=True):
         real = batch["attention_mask"].sum(1)
         assert batch["input_ids"].shape[1] == real.max()

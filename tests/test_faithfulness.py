@@ -57,7 +57,7 @@ def keyword_model(make_config, minilm_tokenizer):
 
 
 def split_of(texts, labels):
-    return Split("toy", "in memory", texts, None, labels, list(range(len(texts))))
+    return Split.from_lists("toy", "in memory", texts, None, labels, list(range(len(texts))))
 
 
 SENTENCES = [

@@ -1,10 +1,14 @@
 """Building a task's splits from its spec, as plain functions: read -> label -> carve -> limit -> encode.
 
 Read: each split from its local file, else the hub. Label: text fields and labels checked and
-labels turned into indices, so a bad row fails before anything else runs. Carve: seeded slices
-of a split become splits of their own (e.g. a validation slice of train), by rows or by whole
-groups of related rows (:mod:`protolm.data.carving`). Limit: a seeded subset
-(``data.max_*_samples``). Encode: tokenized once, truncation counted.
+labels turned into indices, so a bad row fails before anything else runs, naming its file and
+row. Carve: seeded slices of a split become splits of their own (e.g. a validation slice of
+train), by rows or by whole groups of related rows (:mod:`protolm.data.carving`). Limit: a
+seeded subset (``data.max_*_samples``). Encode: tokenized in batches, truncation counted.
+
+A split is an Arrow table read through ``datasets`` (memory-mapped, not a Python list): reading
+streams each file into one, carving and limiting select rows of it, encoding writes a new one.
+:mod:`protolm.data.cache` keeps what reading and encoding write, so later runs skip both.
 
 Carving and limiting are seeded by ``data.split_seed`` and the split's name only, never by the
 run's seed, so every run of a sweep sees the same examples in the same order.
@@ -12,12 +16,20 @@ run's seed, so every run of a sweep sees the same examples in the same order.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from itertools import islice
 from pathlib import Path
 
+import pyarrow as pa
+
 from protolm.config import DataConfig
+from protolm.data.cache import ArrowCache, digest, file_identity
 from protolm.data.carving import carve
 from protolm.data.hub import hub_unavailable_reason, load_hub_split
 from protolm.data.readers import read_split, source_exists
@@ -26,57 +38,106 @@ from protolm.errors import DataError
 
 log = logging.getLogger(__name__)
 
+GROUP = "group:"  # column-name prefix of the raw values that carves group by
+TOKEN_KEYS = ("input_ids", "token_type_ids")
+WRITE_BATCH = 10_000  # rows per Arrow record batch while reading a file
+
 
 @dataclass
 class Split:
-    """One split's examples, in a fixed order; ``rows`` say where each came from."""
+    """One split's examples, in a fixed order, as an Arrow-backed ``datasets.Dataset``.
+
+    Columns: ``text``, ``pair`` (pair tasks), ``label`` (a class index or a float), ``row`` (where
+    the example came from), ``group:<field>`` (raw values carves group by); once encoded,
+    ``input_ids`` (and ``token_type_ids``), ``length`` and ``truncated``.
+    """
 
     name: str
     origin: str
-    texts: list[str]
-    pairs: list[str] | None
-    labels: list
-    rows: list
-    encodings: list[dict] = field(default_factory=list)
+    dataset: object  # datasets.Dataset
     truncated: int = 0
-    fields: dict[str, list[str]] = field(default_factory=dict)  # raw values carves group by, by field name
+    fingerprint: str | None = None  # of the examples as used, for the training role (see examples_digest)
+
+    @classmethod
+    def from_lists(cls, name: str, origin: str, texts: list[str], pairs: list[str] | None, labels: list, rows: list):
+        """A split of examples held in memory (e.g. built by a test or a caller), not yet encoded."""
+        import datasets
+
+        columns = {"text": texts, **({"pair": pairs} if pairs is not None else {}), "label": labels, "row": rows}
+        return cls(name, origin, datasets.Dataset.from_dict(columns))
 
     def __len__(self) -> int:
-        return len(self.texts)
+        return self.dataset.num_rows
+
+    @property
+    def texts(self):
+        """The first texts: a lazy column (index, slice, iterate, compare with a list)."""
+        return self.dataset["text"]
+
+    @property
+    def pairs(self):
+        return self.dataset["pair"] if "pair" in self.dataset.column_names else None
+
+    @property
+    def rows(self):
+        return self.dataset["row"]
+
+    @cached_property
+    def labels(self) -> list:
+        return self.column("label")
+
+    @cached_property
+    def lengths(self) -> list[int]:
+        """Tokens per example (encoded splits)."""
+        return self.column("length")
+
+    def field(self, name: str) -> list[str]:
+        """The raw values of a carve's ``group_by`` field, one per example."""
+        return self.column(GROUP + name)
+
+    def column(self, name: str) -> list:
+        """A whole column as a Python list, converted by Arrow (iterating ``datasets``' lazy column
+        converts row by row: about 13 s for a million labels against 0.06 s)."""
+        return self.dataset.with_format("arrow")[name].to_pylist()
+
+    def encoding(self, i: int) -> dict:
+        """Example ``i``'s token ids: ``input_ids`` (and ``token_type_ids``)."""
+        row = self.dataset.select_columns(self.token_keys)[i]
+        return {key: row[key] for key in self.token_keys}
+
+    @property
+    def token_keys(self) -> list[str]:
+        return [key for key in TOKEN_KEYS if key in self.dataset.column_names]
 
     def subset(self, indices: list[int], name: str | None = None, origin: str | None = None) -> Split:
-        def pick(values):
-            return [values[i] for i in indices] if values is not None else None
-
-        return Split(
-            name or self.name,
-            origin or self.origin,
-            pick(self.texts),
-            pick(self.pairs),
-            pick(self.labels),
-            pick(self.rows),
-            pick(self.encodings) if self.encodings else [],
-            fields={name: pick(values) for name, values in self.fields.items()},
-        )
+        return Split(name or self.name, origin or self.origin, self.dataset.select(indices))
 
 
 # ------------------------------------------------------------------------------------ read
-def read_records(spec: TaskSpec, name: str, data: DataConfig) -> tuple[list[dict], str]:
-    """A split's raw records and where they came from: its local file, else the hub."""
+def resolve_source(spec: TaskSpec, name: str, data: DataConfig) -> tuple[list, str, Callable[[], Iterator[dict]]]:
+    """(identity, origin, records) of a split read from its local file, else the hub.
+
+    The identity says when the content changed (for the cache key); ``records()`` yields the raw
+    records. A split found nowhere is an error that says where it looked and how to fix it.
+    """
     data_dir = Path(data.data_dir).expanduser()
     source = getattr(spec.local, name)
     tried = []
     if source is not None:
         missing = source_exists(source, data_dir)
         if not missing:
-            return read_split(source, spec.local, data_dir), source.path
+            files = [source.path] + [p for p in (source.include_ids, source.exclude_ids) if p]
+            identity = ["local", asdict(source), [file_identity(data_dir / f) for f in files]]
+            return identity, source.path, lambda: read_split(source, spec.local, data_dir)
         tried += [str(p) for p in missing]
     hub = spec.hub
     if hub is not None and name in hub.splits:
         reason = hub_unavailable_reason(data.hub, data.hub_timeout_s)
         if reason is None:
             log.info("task %s: reading split %s from the hub (%s %s)", spec.name, name, hub.path, hub.name or "")
-            return load_hub_split(hub, name), f"hub:{hub.path}/{hub.name or ''}[{hub.splits[name]}]"
+            dataset = load_hub_split(hub, name)
+            origin = f"hub:{hub.path}/{hub.name or ''}[{hub.splits[name]}]"
+            return ["hub", asdict(hub), dataset._fingerprint], origin, lambda: hub_records(hub, dataset)
         tried.append(f"hub {hub.path} {hub.name or ''} (not used: {reason})")
     what = f"split {name!r} of task {spec.name}"
     if not tried:
@@ -86,6 +147,61 @@ def read_records(spec: TaskSpec, name: str, data: DataConfig) -> tuple[list[dict
         f"(or the PROTOLM_DATA_DIR variable) at the folder that holds it, or set "
         f"task.local.{name}=<path relative to data.data_dir>"
     )
+
+
+def hub_records(hub, dataset) -> Iterator[dict]:
+    for i, row in enumerate(dataset):
+        record = {hub.rename.get(k, k): v for k, v in row.items()}  # hub ClassLabels: ints in the task's order
+        record["_row"] = i
+        yield record
+
+
+def reading_settings(spec: TaskSpec, name: str) -> dict:
+    """What decides a split's labelled rows besides its file: read from the task spec."""
+    local = {k: v for k, v in asdict(spec.local).items() if k not in LocalSpec.SPLITS}
+    keys = ("text_fields", "label_field", "labels", "label_map", "problem")
+    return {"local": local, **{k: getattr(spec, k) for k in keys}, "groups": group_fields(spec, name)}
+
+
+def read(spec: TaskSpec, name: str, data: DataConfig, cache: ArrowCache) -> Split:
+    """The split read and labelled, from the cache when its file and reading settings are unchanged."""
+    identity, origin, records = resolve_source(spec, name, data)
+
+    def build(path: Path) -> dict:
+        write_arrow(path, labelled_rows(spec, name, records(), origin))
+        return {"origin": origin}
+
+    dataset, meta = cache.entry("split", digest(["split", name, identity, reading_settings(spec, name)]), build)
+    return Split(name, meta["origin"], dataset)
+
+
+def write_arrow(path: Path, rows: Iterator[dict]) -> int:
+    """Stream ``rows`` (dicts with the same keys) into an Arrow file, a batch at a time; the row count."""
+    rows = iter(rows)
+    first = next(rows)
+    fields = [(key, arrow_type(key, value)) for key, value in first.items()]
+    schema = pa.schema(fields)
+    as_text = [key for key, kind in fields if kind == pa.string()]
+    written = 0
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        batch = [first]
+        while batch:
+            for row in batch:  # e.g. json ids: some files key rows by name, some by position
+                for key in as_text:
+                    if not isinstance(row[key], str):
+                        row[key] = str(row[key])
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+            written += len(batch)
+            batch = list(islice(rows, WRITE_BATCH))
+    return written
+
+
+def arrow_type(key: str, value) -> pa.DataType:
+    if key == "label":
+        return pa.float64() if isinstance(value, float) else pa.int64()
+    if key == "row" and isinstance(value, int):
+        return pa.int64()
+    return pa.string()
 
 
 # ----------------------------------------------------------------------------------- label
@@ -157,23 +273,22 @@ def record_groups(names: list[str], record: dict, where: str) -> list[str]:
     return [text_of(record[key]) for key in names]
 
 
-def to_split(spec: TaskSpec, name: str, records: list[dict], origin: str) -> Split:
-    """Raw records as a labelled split; any bad row fails here, naming its file and row."""
-    texts, pairs, labels, rows = [], [], [], []
+def labelled_rows(spec: TaskSpec, name: str, records: Iterator[dict], origin: str) -> Iterator[dict]:
+    """Raw records as a split's rows; any bad row fails here, naming its file and row."""
     grouping = group_fields(spec, name)
-    groups = {key: [] for key in grouping}
     for record in records:
         where = f"{origin}: row {record.get('_row')}"
         fields = record_texts(spec, record, where)
         if spec.label_field not in record:
             raise DataError(f"{where}: no label field {spec.label_field!r}")
-        labels.append(label_index(spec, record[spec.label_field], where))
-        texts.append(fields[0])
-        pairs.append(fields[1] if spec.is_pair else None)
-        rows.append(record.get("_row"))
+        row = {"text": fields[0]}
+        if spec.is_pair:
+            row["pair"] = fields[1]
+        row["label"] = label_index(spec, record[spec.label_field], where)
+        row["row"] = record.get("_row")
         for key, value in zip(grouping, record_groups(grouping, record, where)):
-            groups[key].append(value)
-    return Split(name, origin, texts, pairs if spec.is_pair else None, labels, rows, fields=groups)
+            row[GROUP + key] = value
+        yield row
 
 
 # ----------------------------------------------------------------------------------- carve
@@ -193,14 +308,16 @@ def splits_needed(spec: TaskSpec, names: list[str]) -> set[str]:
     return needed
 
 
-def load_splits(spec: TaskSpec, names: list[str], data: DataConfig, loaded: dict[str, Split]) -> dict[str, Split]:
+def load_splits(
+    spec: TaskSpec, names: list[str], data: DataConfig, loaded: dict[str, Split], cache: ArrowCache | None = None
+) -> dict[str, Split]:
     """The named splits read, labelled and carved; ``loaded`` caches every split built so far (updated here)."""
     needed = splits_needed(spec, names)
     carved = {c.split for c in spec.carve}
+    cache = cache or ArrowCache(data.cache_dir, data.cache)
     for name in LocalSpec.SPLITS:
         if name in needed and name not in carved and name not in loaded:
-            records, origin = read_records(spec, name, data)
-            loaded[name] = to_split(spec, name, records, origin)
+            loaded[name] = read(spec, name, data, cache)
     for c in spec.carve:
         if c.split in needed and c.split not in loaded:
             loaded[c.split], loaded[c.from_split] = carve(loaded[c.from_split], c, data.split_seed)
@@ -218,38 +335,82 @@ def limit(split: Split, count: int | None, split_seed: int) -> Split:
 
 
 # ---------------------------------------------------------------------------------- encode
-TOKEN_KEYS = ("input_ids", "token_type_ids")
+def source_identities(spec: TaskSpec, name: str, data: DataConfig) -> dict[str, list]:
+    """The identity of every file (or hub split) that split ``name`` is read or carved from or with."""
+    carved = {c.split for c in spec.carve}
+    needed = sorted(s for s in splits_needed(spec, [name]) if s not in carved)
+    return {s: resolve_source(spec, s, data)[0] for s in needed}
 
 
-def encode(split: Split, tokenizer, max_length: int, task_name: str) -> Split:
-    """Tokenize the split once (in place), counting the examples truncation cut."""
-    if split.encodings:
-        return split
-    args = (split.texts, split.pairs) if split.pairs is not None else (split.texts,)
-    enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
-    keys = [k for k in enc.keys() if k in TOKEN_KEYS]
-    split.encodings = [{k: enc[k][i] for k in keys} for i in range(len(split))]
-    split.truncated = count_truncated(tokenizer, enc, split.encodings, args, max_length)
-    if split.truncated:
-        log.warning(
-            "%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
-            task_name,
-            split.name,
-            split.truncated,
-            len(split),
-            max_length,
-        )
-    return split
+def role_key(spec: TaskSpec, name: str, count: int | None, data: DataConfig, tokenizer_id: str) -> str:
+    """The cache key of split ``name`` limited to ``count`` and encoded: everything its tokens depend on
+    (``tokenizer_id``: :func:`~protolm.data.cache.tokenizer_identity` of the tokenizer)."""
+    return digest(
+        [
+            "role",
+            asdict(spec),
+            name,
+            source_identities(spec, name, data),
+            data.split_seed,
+            count,
+            tokenizer_id,
+            data.max_length,
+        ]
+    )
 
 
-def count_truncated(tokenizer, enc, encodings: list[dict], args: tuple, max_length: int) -> int:
-    """How many examples truncation cut: fast tokenizers record it; slow ones are asked again."""
+def encode(split: Split, tokenizer, max_length: int, path: Path) -> Split:
+    """The split tokenized in batches into the Arrow file ``path``; truncation counted."""
+    pair = split.pairs is not None
+
+    def tokenize(batch: dict) -> dict:
+        args = (batch["text"], batch["pair"]) if pair else (batch["text"],)
+        enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
+        out = {key: enc[key] for key in enc.keys() if key in TOKEN_KEYS}
+        out["length"] = [len(ids) for ids in enc["input_ids"]]
+        out["truncated"] = truncated_flags(tokenizer, enc, args, max_length)
+        return out
+
+    dataset = split.dataset.map(
+        tokenize,
+        batched=True,
+        remove_columns=[c for c in split.dataset.column_names if c.startswith(GROUP)],
+        cache_file_name=str(path),
+        load_from_cache_file=False,
+        new_fingerprint=hashlib.sha256(str(path).encode()).hexdigest()[:16],  # not a hash of the tokenizer
+        desc=f"tokenizing {split.name}",
+    )
+    encoded = Split(split.name, split.origin, dataset)
+    encoded.truncated = sum(encoded.column("truncated"))
+    return encoded
+
+
+def truncated_flags(tokenizer, enc, args: tuple, max_length: int) -> list[bool]:
+    """Which examples truncation cut: fast tokenizers record it; slow ones are asked again."""
     if getattr(enc, "encodings", None):
-        return sum(bool(e.overflowing) for e in enc.encodings)
+        return [bool(e.overflowing) for e in enc.encodings]
     # Only examples that reached the limit can have been cut: re-tokenize just those, untruncated.
-    at_limit = [i for i, e in enumerate(encodings) if len(e["input_ids"]) >= max_length]
-    if not at_limit:
-        return 0
-    sub = [[texts[i] for i in at_limit] for texts in args]
-    full = tokenizer(*sub, truncation=False, return_attention_mask=False)["input_ids"]
-    return sum(len(ids) > max_length for ids in full)
+    flags = [False] * len(enc["input_ids"])
+    at_limit = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) >= max_length]
+    if at_limit:
+        sub = [[texts[i] for i in at_limit] for texts in args]
+        full = tokenizer(*sub, truncation=False, return_attention_mask=False)["input_ids"]
+        for i, ids in zip(at_limit, full):
+            flags[i] = len(ids) > max_length
+    return flags
+
+
+def examples_digest(split: Split) -> str:
+    """A digest of the examples as used (texts, pairs, labels, in order), streamed over the table:
+    the sha256 of each of the three JSON lists in turn, as ``json.dumps`` of whole lists writes them."""
+    hasher = hashlib.sha256()
+    for column in ("text", "pair", "label"):
+        hasher.update(b"[")
+        if column in split.dataset.column_names:
+            first = True
+            for batch in split.dataset.select_columns([column]).iter(batch_size=WRITE_BATCH):
+                for value in batch[column]:
+                    hasher.update(((", " if not first else "") + json.dumps(value, ensure_ascii=False)).encode())
+                    first = False
+        hasher.update(b"]")
+    return hasher.hexdigest()

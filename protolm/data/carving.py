@@ -35,8 +35,9 @@ def carve(source: Split, spec: CarveSpec, split_seed: int) -> tuple[Split, Split
     the rows asked for, so it may exceed them by less than the size of the last group taken.
     With ``drop_contained`` the remainder loses every row whose text a carved text contains.
     """
-    trie = token_trie(source.texts) if spec.outermost or spec.drop_contained else None
-    candidates = outermost(source.texts, trie) if spec.outermost else list(range(len(source)))
+    texts = source.column("text") if spec.outermost or spec.drop_contained else None
+    trie = token_trie(texts) if texts is not None else None
+    candidates = outermost(texts, trie) if spec.outermost else list(range(len(source)))
     n = spec.size if spec.size is not None else max(1, round(spec.fraction * len(candidates)))
     what = f"the {len(candidates)} outermost texts" if spec.outermost else f"the {len(source)}"
     if n >= len(candidates):
@@ -47,7 +48,7 @@ def carve(source: Split, spec: CarveSpec, split_seed: int) -> tuple[Split, Split
             f"task.carve: cannot carve {n} examples out of {what} of {spec.from_split!r} in whole groups "
             f"by {'+'.join(spec.group_by)} without taking them all"
         )
-    dropped = contained_in([source.texts[i] for i in taken], trie) - set(taken) if spec.drop_contained else set()
+    dropped = contained_in([texts[i] for i in taken], trie) - set(taken) if spec.drop_contained else set()
     chosen = set(taken) | dropped
     kept = [i for i in range(len(source)) if i not in chosen]
     if not kept:
@@ -62,7 +63,7 @@ def take(source: Split, spec: CarveSpec, candidates: list[int], n: int, rng: ran
         candidates = list(candidates)
         rng.shuffle(candidates)  # the same shuffle as before group_by existed: the same slices
         return sorted(candidates[:n])
-    groups = row_groups([source.fields[name] for name in spec.group_by], candidates)
+    groups = row_groups([source.field(name) for name in spec.group_by], candidates)
     order = list(groups)
     rng.shuffle(order)
     taken: list[int] = []

@@ -7,8 +7,8 @@ module only hands them out by role and makes their loaders: batches grouped by l
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
+from functools import cached_property
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
@@ -16,27 +16,42 @@ from torch.utils.data import DataLoader, Dataset
 from protolm.config import DataConfig
 from protolm.data import build
 from protolm.data.build import Split
+from protolm.data.cache import ArrowCache, tokenizer_identity
 from protolm.data.collate import PadCollator
 from protolm.data.sampling import LengthGroupedSampler
 from protolm.data.task import TaskSpec
 from protolm.distributed import world as process_world
 from protolm.resume import ResumableDataLoader, TrainOrder
 
+log = logging.getLogger(__name__)
+
 STAGE_ROLES = {"fit": ["train", "val", "test"], "validate": ["val"], "test": ["test"]}
 
 
 class EncodedDataset(Dataset):
-    """Items carry ``index``: the example's position in its split, kept through subsetting."""
+    """Items carry ``index``: the example's position in its split, kept through subsetting.
+
+    Batches are read from the Arrow table a batch at a time (``__getitems__``), not row by row.
+    """
 
     def __init__(self, split: Split, positions: list[int] | None = None):
-        self.split, self.positions = split, positions
+        self.positions = positions
+        self.keys = split.token_keys
+        self.table = split.dataset.select_columns([*self.keys, "label"])
 
     def __len__(self) -> int:
-        return len(self.split)
+        return self.table.num_rows
 
     def __getitem__(self, i: int) -> dict:
-        index = self.positions[i] if self.positions is not None else i
-        return {**self.split.encodings[i], "labels": self.split.labels[i], "index": index}
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, items: list[int]) -> list[dict]:
+        batch = self.table[items]
+        indices = [self.positions[i] for i in items] if self.positions is not None else items
+        return [
+            {**{key: batch[key][k] for key in self.keys}, "labels": batch["label"][k], "index": index}
+            for k, index in enumerate(indices)
+        ]
 
 
 class TaskDataModule(L.LightningDataModule):
@@ -54,32 +69,56 @@ class TaskDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] = {}  # read, labelled and carved, by split name
         self.roles: dict[str, Split] = {}  # limited and encoded, by role
         self.train_order = TrainOrder(self)
-        self._fingerprint: str | None = None
+        self._cache: ArrowCache | None = None
+
+    @property
+    def cache(self) -> ArrowCache:
+        if self._cache is None:
+            self._cache = ArrowCache(self.data.cache_dir, self.data.cache)
+        return self._cache
+
+    @cached_property
+    def tokenizer_id(self) -> str:
+        return tokenizer_identity(self.tokenizer)
 
     def load_splits(self, names: list[str]) -> dict[str, Split]:
         """Read, carve and label the named splits (and any split they are carved from); not tokenized."""
-        return build.load_splits(self.spec, names, self.data, self.splits)
+        return build.load_splits(self.spec, names, self.data, self.splits, self.cache)
 
     def role_split(self, role: str) -> Split:
-        """The encoded split playing ``role``: train, val (= task.select_on) or test (= task.report_on)."""
+        """The encoded split playing ``role``: train, val (= task.select_on) or test (= task.report_on).
+
+        From the cache when the same examples were encoded the same way before (by any run).
+        """
         if role not in self.roles:
             name = {"train": "train", "val": self.spec.select_on, "test": self.spec.report_on}.get(role, role)
-            split = self.load_splits([name])[name]
             count = self.data.max_train_samples if role == "train" else self.data.max_eval_samples
-            split = build.limit(split, count, self.data.split_seed)
-            self.roles[role] = build.encode(split, self.tokenizer, self.data.max_length, self.spec.name)
+
+            def encode(path) -> dict:
+                split = build.limit(self.load_splits([name])[name], count, self.data.split_seed)
+                split = build.encode(split, self.tokenizer, self.data.max_length, path)
+                digest = build.examples_digest(split) if role == "train" else None
+                return {"name": split.name, "origin": split.origin, "truncated": split.truncated, "fingerprint": digest}
+
+            key = build.role_key(self.spec, name, count, self.data, self.tokenizer_id)
+            dataset, meta = self.cache.entry("role", key, encode)
+            split = Split(meta["name"], meta["origin"], dataset, meta["truncated"], meta["fingerprint"])
+            if split.truncated:
+                log.warning(
+                    "%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
+                    self.spec.name,
+                    split.name,
+                    split.truncated,
+                    len(split),
+                    self.data.max_length,
+                )
+            self.roles[role] = split
         return self.roles[role]
 
     def fingerprint(self) -> str:
         """A digest of the training examples as used (texts, pairs, labels, in order): a resumed run
         compares it with its checkpoint's, so that it never continues on data that changed."""
-        if self._fingerprint is None:
-            split = self.role_split("train")
-            digest = hashlib.sha256()
-            for values in (split.texts, split.pairs or [], split.labels):
-                digest.update(json.dumps(values, ensure_ascii=False).encode())
-            self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+        return self.role_split("train").fingerprint
 
     def setup(self, stage: str | None = None) -> None:
         for role in STAGE_ROLES.get(stage or "fit", STAGE_ROLES["fit"]):
@@ -98,7 +137,7 @@ class TaskDataModule(L.LightningDataModule):
         world, rank = process_world() if shard else (1, 0)
         batch_size = self.data.batch_size if shuffle else self.data.eval_batch
         sampler = LengthGroupedSampler(
-            [len(e["input_ids"]) for e in split.encodings],
+            split.lengths,
             batch_size,
             shuffle=shuffle,
             group_by_length=self.data.length_grouping,

@@ -47,14 +47,8 @@ def hub_unavailable_reason(mode: str, timeout_s: float) -> str | None:
     return None
 
 
-def load_hub_split(hub: HubSpec, split: str) -> list[dict]:
+def load_hub_split(hub: HubSpec, split: str):
+    """The split as the hub's ``datasets.Dataset`` (cached by ``datasets`` itself)."""
     import datasets
 
-    dataset = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
-    records = []
-    for i, row in enumerate(dataset):
-        record = {hub.rename.get(k, k): v for k, v in row.items()}
-        # Hub ClassLabel columns hold ints in the task's label order.
-        record["_row"] = i
-        records.append(record)
-    return records
+    return datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])

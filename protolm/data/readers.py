@@ -1,18 +1,18 @@
 """Readers for the local file formats a task may name: csv, tsv, jsonl, json, fasttext, textdir.
 
-Each reader returns a list of records (dicts of field -> value), each with a ``_row`` entry
+Each reader yields records (dicts of field -> value) one at a time, each with a ``_row`` entry
 saying where it came from (line number, id or archive member), so that errors and prototype
-explanations can point back at the source.
+explanations can point back at the source. Line-based formats are read a line at a time, so a
+file larger than memory streams through (a whole-document ``json`` file is the exception).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
-import os
 import tarfile
-from functools import lru_cache
+from collections.abc import Iterator
 from pathlib import Path
 
 from protolm.data.task import LocalSpec, SplitSource
@@ -34,17 +34,31 @@ def decode_file(path: Path, encoding: str) -> str:
         ) from None
 
 
-def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> list[dict]:
-    text = decode_file(path, local.encoding)
+def decoded_lines(path: Path, encoding: str) -> Iterator[str]:
+    """The file's lines as text (line endings kept), read one at a time; a decoding error names
+    the file and the line. An incremental decoder, so a byte-order mark is stripped once."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as file:
+        for line, raw in enumerate(file, start=1):
+            try:
+                yield decoder.decode(raw)
+            except UnicodeDecodeError as err:
+                raise DataError(
+                    f"{path}: line {line}: bytes {raw[err.start : err.end]!r} are not valid {encoding} "
+                    f"(set task.local.encoding, e.g. latin-1, or re-encode the file as UTF-8)"
+                ) from None
+
+
+def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> Iterator[dict]:
     quoting = csv.QUOTE_NONE if local.quoting == "none" else csv.QUOTE_MINIMAL
-    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    rows = csv.reader(decoded_lines(path, local.encoding), delimiter=delimiter, quoting=quoting)
     header = local.columns
-    records, first_line = [], 1
+    first_line = 1
     if local.header:
         try:
             file_header = next(rows)
         except StopIteration:
-            return []
+            return
         header = header or file_header
         first_line = 2
     if not header:
@@ -65,8 +79,7 @@ def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> list[dict]:
             )
         record = dict(zip(header, row))
         record["_row"] = line
-        records.append(record)
-    return records
+        yield record
 
 
 def json_objects(lines, path: Path):
@@ -84,12 +97,10 @@ def json_objects(lines, path: Path):
         yield line, record
 
 
-def read_jsonl(path: Path, local: LocalSpec) -> list[dict]:
-    records = []
-    for line, record in json_objects(decode_file(path, local.encoding).splitlines(), path):
+def read_jsonl(path: Path, local: LocalSpec) -> Iterator[dict]:
+    for line, record in json_objects(decoded_lines(path, local.encoding), path):
         record["_row"] = line
-        records.append(record)
-    return records
+        yield record
 
 
 def read_json(path: Path, local: LocalSpec) -> list[dict]:
@@ -107,60 +118,56 @@ def read_json(path: Path, local: LocalSpec) -> list[dict]:
     return [{**record, "_row": row} for record, row in items]
 
 
-def read_fasttext(path: Path, local: LocalSpec) -> list[dict]:
+def read_fasttext(path: Path, local: LocalSpec) -> Iterator[dict]:
     """Lines '__label__X<whitespace>text' -> {'label': 'X', 'text': text}."""
-    records = []
-    for line, text in enumerate(decode_file(path, local.encoding).splitlines(), start=1):
+    for line, text in enumerate(decoded_lines(path, local.encoding), start=1):
+        text = text.rstrip("\r\n")
         if not text.strip():
             continue
         head, _, rest = text.partition("\t") if "\t" in text else text.partition(" ")
         if not head.startswith("__label__"):
             raise DataError(f"{path}: line {line}: expected '__label__<label> <text>', got {text[:60]!r}")
-        records.append({"label": head[len("__label__") :], "text": rest.strip(), "_row": line})
-    return records
+        yield {"label": head[len("__label__") :], "text": rest.strip(), "_row": line}
 
 
-@lru_cache(maxsize=4)
-def _textdir_archive(path: str, mtime: float, encoding: str) -> dict[str, list[dict]]:
-    """All .txt members of a tar archive, grouped by their top-two-level folder; read once."""
-    grouped: dict[str, list[dict]] = {}
+def textdir_archive(path: Path, member: str, encoding: str) -> Iterator[dict]:
+    """The .txt members of a tar archive under ``member``/<label>/, in archive order, one at a time."""
+    folders = set()
     with tarfile.open(path) as archive:
-        for member in archive:
-            if not member.isfile() or not member.name.endswith(".txt"):
+        for entry in archive:
+            if not entry.isfile() or not entry.name.endswith(".txt"):
                 continue
-            parts = member.name.split("/")
+            parts = entry.name.split("/")
             if len(parts) < 3:
                 continue
-            raw = archive.extractfile(member).read()
+            folders.add("/".join(parts[:-2]))
+            if "/".join(parts[:-2]) != member:
+                continue
+            raw = archive.extractfile(entry).read()
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError:
-                raise DataError(f"{path}: member {member.name}: not valid {encoding}") from None
-            record = {"text": text, "label": parts[-2], "file": parts[-1], "_row": member.name}
-            grouped.setdefault("/".join(parts[:-2]), []).append(record)
-    return grouped
+                raise DataError(f"{path}: member {entry.name}: not valid {encoding}") from None
+            yield {"text": text, "label": parts[-2], "file": parts[-1], "_row": entry.name}
+    if member not in folders:
+        raise DataError(f"{path}: no '<label>/<name>.txt' files under {member!r}; folders: {sorted(folders)}")
 
 
-def read_textdir(path: Path, local: LocalSpec, member: str | None) -> list[dict]:
+def read_textdir(path: Path, local: LocalSpec, member: str | None) -> Iterator[dict]:
     """One example per .txt file, label = its folder name (IMDb's aclImdb layout).
 
     ``path`` is a directory or a .tar/.tar.gz archive; ``member`` the folder inside it that
     holds one sub-folder per label (e.g. aclImdb/train).
     """
     member = (member or "").strip("/")
-    if path.is_dir():
-        root = path / member
-        records = []
-        for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-            for file in sorted(label_dir.glob("*.txt")):
-                text = decode_file(file, local.encoding)
-                records.append({"text": text, "label": label_dir.name, "file": file.name, "_row": str(file)})
-        return records
-    grouped = _textdir_archive(str(path), os.path.getmtime(path), local.encoding)
-    records = [r for prefix, rows in grouped.items() if prefix == member for r in rows]
-    if not records:
-        raise DataError(f"{path}: no '<label>/<name>.txt' files under {member!r}; folders: {sorted(grouped)}")
-    return records
+    if not path.is_dir():
+        yield from textdir_archive(path, member, local.encoding)
+        return
+    root = path / member
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(label_dir.glob("*.txt")):
+            text = decode_file(file, local.encoding)
+            yield {"text": text, "label": label_dir.name, "file": file.name, "_row": str(file)}
 
 
 def read_ids(path: Path) -> set[str]:
@@ -172,7 +179,8 @@ def read_ids(path: Path) -> set[str]:
     return {str(x) for x in (data.keys() if isinstance(data, dict) else data)}
 
 
-def read_split(source: SplitSource, local: LocalSpec, data_dir: Path) -> list[dict]:
+def read_split(source: SplitSource, local: LocalSpec, data_dir: Path) -> Iterator[dict]:
+    """The split's records, one at a time, narrowed by its id files; an empty result is an error."""
     path = data_dir / source.path
     fmt = local.format
     if fmt in ("csv", "tsv"):
@@ -180,21 +188,27 @@ def read_split(source: SplitSource, local: LocalSpec, data_dir: Path) -> list[di
     elif fmt == "jsonl":
         records = read_jsonl(path, local)
     elif fmt == "json":
-        records = read_json(path, local)
+        records = iter(read_json(path, local))
     elif fmt == "fasttext":
         records = read_fasttext(path, local)
     else:
         records = read_textdir(path, local, source.member)
-    if not records:
+    filters = [
+        (key, keep, read_ids(data_dir / getattr(source, key)))
+        for key, keep in (("include_ids", True), ("exclude_ids", False))
+        if getattr(source, key)
+    ]
+    read = kept = 0
+    for record in records:
+        read += 1
+        if all((str(record.get(local.id_field)) in ids) == keep for _, keep, ids in filters):
+            kept += 1
+            yield record
+    if not read:
         raise DataError(f"{path}: no examples in it (the file is empty, or holds only a header row)")
-    for key, keep in (("include_ids", True), ("exclude_ids", False)):
-        ids_file = getattr(source, key)
-        if ids_file:
-            ids = read_ids(data_dir / ids_file)
-            records = [r for r in records if (str(r.get(local.id_field)) in ids) == keep]
-            if not records:
-                raise DataError(f"{path}: no examples left after {key}={data_dir / ids_file}")
-    return records
+    if not kept:
+        applied = "; ".join(f"{key}={data_dir / getattr(source, key)}" for key, _, _ in filters)
+        raise DataError(f"{path}: no examples left after {applied}")
 
 
 def source_exists(source: SplitSource, data_dir: Path) -> list[Path]:
