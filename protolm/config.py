@@ -209,6 +209,10 @@ class DataConfig:
     # Tokenized splits are kept as Arrow files and reused by later runs (protolm/data/cache.py).
     cache: bool = True  # false: build into a temporary folder removed at exit
     cache_dir: str | None = None  # null: PROTOLM_CACHE_DIR, else ~/.cache/protolm/data
+    # Read the training split as a stream each epoch (corpora larger than memory or disk; what a
+    # stream cannot do is refused: check_streaming), shuffled in a seeded buffer of this many examples.
+    streaming: bool = False
+    shuffle_buffer: int = 10_000
 
     def __post_init__(self):
         check_number("data.max_length", self.max_length, low=2, integer=True)
@@ -218,6 +222,7 @@ class DataConfig:
         check_number("data.max_eval_samples", self.max_eval_samples, low=1, integer=True, allow_none=True)
         check_number("data.num_workers", self.num_workers, low=0, integer=True)
         check_number("data.hub_timeout_s", self.hub_timeout_s, low=0, low_open=True)
+        check_number("data.shuffle_buffer", self.shuffle_buffer, low=1, integer=True)
         check_choice("data.hub", self.hub, HUB_MODES)
 
     @property
@@ -431,9 +436,51 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
             "init.two_stage=true fine-tunes with the linear head, then trains head=prototype on that encoder: "
             "use it with head=prototype and without init.from_checkpoint"
         )
+    check_streaming(settings)
     if check_trainer:
         check_trainer_args(trainer)
     return settings
+
+
+def check_streaming(s: Settings) -> None:
+    """``data.streaming=true`` reads the training split in order, once per epoch: what needs the
+    whole split at hand is refused here, each with its fix, rather than done differently."""
+    if not s.data.streaming:
+        return
+    conflicts = []
+    if s.data.length_grouping:
+        conflicts.append("grouping batches by length over the whole split (set data.length_grouping=false)")
+    if s.data.max_train_samples is not None:
+        conflicts.append("a seeded subset of the split (set data.max_train_samples=null; cut the file instead)")
+    carved = [c.split for c in s.task.carve if "train" in (c.split, c.from_split)]
+    if carved:
+        conflicts.append(
+            f"carving {', '.join(carved)} out of train (give task {s.task.name} a validation file and "
+            "task.select_on=validation)"
+        )
+    if not isinstance(s.trainer.get("max_steps"), int) or s.trainer.get("max_steps", -1) <= 0:
+        conflicts.append("knowing the number of steps without reading the stream (set trainer.max_steps)")
+    if s.data.num_workers:
+        conflicts.append("loader workers (set data.num_workers=0)")
+    if s.is_prototype:
+        stages = {
+            "head.prototype_init=train_embeddings": s.head.prototype_init == "train_embeddings",
+            "project.at_end=true": s.project.at_end,
+            "project.every_n_epochs": bool(s.project.every_n_epochs),
+            "health.at_end=true": s.health.at_end,
+            "prune.enabled=true": s.prune.enabled,
+        }
+        used = [name for name, on in stages.items() if on]
+        if used:
+            conflicts.append(
+                f"random access to the training split, which {', '.join(used)} need (turn them off: "
+                "head.prototype_init=random project.at_end=false health.at_end=false; or keep "
+                "data.streaming=false, whose memory-mapped Arrow files already hold corpora larger than memory)"
+            )
+    if conflicts:
+        raise ConfigError(
+            "data.streaming=true reads the training split as a stream, which rules out " + "; ".join(conflicts)
+        )
 
 
 def prototype_count(head: PrototypeHeadConfig, task_name: str, num_classes: int) -> int:

@@ -91,7 +91,7 @@ class TrainOrder:
     def restore(self, state: dict) -> None:
         """Resume mid-epoch at ``state`` (a :meth:`progress` from a checkpoint); an epoch-end state is ignored."""
         loaded = "train" in self.datamodule.roles  # else counting the batches would load the split now
-        batches = len(self.datamodule.train_dataloader()) if loaded else None
+        batches = len(self.datamodule.train_dataloader()) if loaded else None  # (a stream has no length)
         if state.get("completed", 0) > 0 and (batches is None or state["completed"] < batches):
             self.pending = dict(state)
 
@@ -124,8 +124,11 @@ class ResumableDataLoader(DataLoader):
         state = self.train_order.take() if self.train_order is not None else None
         if state is None:
             return super().__iter__()
-        self.sampler.set_epoch(state["epoch"])
-        self.sampler.skip_next(state["completed"])
+        if hasattr(self.dataset, "resume_at"):  # a stream: it reads its epoch again, skipping what was done
+            self.dataset.resume_at(state)
+        else:
+            self.sampler.set_epoch(state["epoch"])
+            self.sampler.skip_next(state["completed"])
         # Creating an iterator draws a seed from the global generator; the uninterrupted run drew
         # it at the start of this epoch, before the generator state the checkpoint restored.
         rng = torch.get_rng_state()

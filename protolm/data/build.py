@@ -114,8 +114,11 @@ class Split:
 
 
 # ------------------------------------------------------------------------------------ read
-def resolve_source(spec: TaskSpec, name: str, data: DataConfig) -> tuple[list, str, Callable[[], Iterator[dict]]]:
-    """(identity, origin, records) of a split read from its local file, else the hub.
+def resolve_source(
+    spec: TaskSpec, name: str, data: DataConfig, streaming: bool = False
+) -> tuple[list, str, Callable[[], Iterator[dict]]]:
+    """(identity, origin, records) of a split read from its local file, else the hub (streamed
+    from it when ``streaming``).
 
     The identity says when the content changed (for the cache key); ``records()`` yields the raw
     records. A split found nowhere is an error that says where it looked and how to fix it.
@@ -135,9 +138,10 @@ def resolve_source(spec: TaskSpec, name: str, data: DataConfig) -> tuple[list, s
         reason = hub_unavailable_reason(data.hub, data.hub_timeout_s)
         if reason is None:
             log.info("task %s: reading split %s from the hub (%s %s)", spec.name, name, hub.path, hub.name or "")
-            dataset = load_hub_split(hub, name)
+            dataset = load_hub_split(hub, name, streaming)
             origin = f"hub:{hub.path}/{hub.name or ''}[{hub.splits[name]}]"
-            return ["hub", asdict(hub), dataset._fingerprint], origin, lambda: hub_records(hub, dataset)
+            version = None if streaming else dataset._fingerprint
+            return ["hub", asdict(hub), version], origin, lambda: hub_records(hub, dataset)
         tried.append(f"hub {hub.path} {hub.name or ''} (not used: {reason})")
     what = f"split {name!r} of task {spec.name}"
     if not tried:

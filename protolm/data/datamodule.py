@@ -16,11 +16,13 @@ from torch.utils.data import DataLoader, Dataset
 from protolm.config import DataConfig
 from protolm.data import build
 from protolm.data.build import Split
-from protolm.data.cache import ArrowCache, tokenizer_identity
+from protolm.data.cache import ArrowCache, digest, tokenizer_identity
 from protolm.data.collate import PadCollator
 from protolm.data.sampling import LengthGroupedSampler
+from protolm.data.stream import StreamedTrainSplit
 from protolm.data.task import TaskSpec
 from protolm.distributed import world as process_world
+from protolm.errors import ConfigError
 from protolm.resume import ResumableDataLoader, TrainOrder
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class TaskDataModule(L.LightningDataModule):
         self.roles: dict[str, Split] = {}  # limited and encoded, by role
         self.train_order = TrainOrder(self)
         self._cache: ArrowCache | None = None
+        self._stream: StreamedTrainSplit | None = None
 
     @property
     def cache(self) -> ArrowCache:
@@ -90,6 +93,11 @@ class TaskDataModule(L.LightningDataModule):
 
         From the cache when the same examples were encoded the same way before (by any run).
         """
+        if role == "train" and self.data.streaming:
+            raise ConfigError(
+                "data.streaming=true: the training split is read as a stream and cannot be indexed; "
+                "run this with data.streaming=false"
+            )
         if role not in self.roles:
             name = {"train": "train", "val": self.spec.select_on, "test": self.spec.report_on}.get(role, role)
             count = self.data.max_train_samples if role == "train" else self.data.max_eval_samples
@@ -117,12 +125,28 @@ class TaskDataModule(L.LightningDataModule):
 
     def fingerprint(self) -> str:
         """A digest of the training examples as used (texts, pairs, labels, in order): a resumed run
-        compares it with its checkpoint's, so that it never continues on data that changed."""
+        compares it with its checkpoint's, so that it never continues on data that changed. A
+        stream's is the digest of its source's identity (file path, size, time) and reading settings."""
+        if self.data.streaming:
+            stream = self.streamed_train()
+            return digest(["stream", stream.identity, build.reading_settings(self.spec, "train")])
         return self.role_split("train").fingerprint
+
+    def streamed_train(self) -> StreamedTrainSplit:
+        if self._stream is None:
+            self._stream = StreamedTrainSplit(self.spec, self.data, self.tokenizer, self.seed, self._epoch)
+        return self._stream
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
 
     def setup(self, stage: str | None = None) -> None:
         for role in STAGE_ROLES.get(stage or "fit", STAGE_ROLES["fit"]):
-            self.role_split(role)
+            if role == "train" and self.data.streaming:
+                self.streamed_train()
+            else:
+                self.role_split(role)
 
     def dataloader(
         self, role: str, shuffle: bool = False, indices: list[int] | None = None, shard: bool = True
@@ -145,7 +169,7 @@ class TaskDataModule(L.LightningDataModule):
             num_replicas=world,
             rank=rank,
         )
-        pad_to = None if self.data.dynamic_padding else self.data.max_length
+        pad_to = self._pad_to
         loader_class, extra = DataLoader, {}
         if shuffle and indices is None:
             loader_class, extra = ResumableDataLoader, {"train_order": self.train_order}
@@ -160,7 +184,16 @@ class TaskDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        return self.dataloader("train", shuffle=True)
+        if not self.data.streaming:
+            return self.dataloader("train", shuffle=True)
+        if process_world()[0] > 1:
+            raise ConfigError("data.streaming=true trains in one process: one stream cannot be split evenly")
+        return ResumableDataLoader(
+            self.streamed_train(),
+            batch_size=self.data.batch_size,
+            collate_fn=PadCollator(self.tokenizer.pad_token_id, self.spec.is_regression, self._pad_to),
+            train_order=self.train_order,
+        )
 
     def val_dataloader(self):
         return self.dataloader("val")
@@ -168,11 +201,19 @@ class TaskDataModule(L.LightningDataModule):
     def test_dataloader(self):
         return self.dataloader("test")
 
+    @property
+    def _pad_to(self) -> int | None:
+        return None if self.data.dynamic_padding else self.data.max_length
+
     def describe(self) -> dict:
         """Which data each role used, for results.json (loaded here if this process has not:
         under ddp_spawn the training ran in child processes)."""
         out = {}
         for role in ("train", "val", "test"):
+            if role == "train" and self.data.streaming:
+                stream = self.streamed_train()
+                out[role] = {"split": "train", "origin": f"{stream.origin} (streamed)", "size": None, "truncated": None}
+                continue
             split = self.role_split(role)
             out[role] = {"split": split.name, "origin": split.origin, "size": len(split), "truncated": split.truncated}
         return out

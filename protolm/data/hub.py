@@ -47,8 +47,8 @@ def hub_unavailable_reason(mode: str, timeout_s: float) -> str | None:
     return None
 
 
-def load_hub_split(hub: HubSpec, split: str):
-    """The split as the hub's ``datasets.Dataset`` (cached by ``datasets`` itself)."""
+def load_hub_split(hub: HubSpec, split: str, streaming: bool = False):
+    """The split as the hub's ``datasets.Dataset`` (cached by ``datasets`` itself), or as a stream."""
     import datasets
 
-    return datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
+    return datasets.load_dataset(hub.path, hub.name, split=hub.splits[split], streaming=streaming)
