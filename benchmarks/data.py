@@ -114,7 +114,8 @@ def run_once(repo: Path, n: int, work: Path, cache: Path, tag: str) -> dict:
     done = subprocess.run([*command, "--", *overrides], capture_output=True, text=True, env=env)
     if done.returncode != 0 or not out.exists():
         raise SystemExit(f"{tag} failed:\n{done.stderr[-3000:]}")
-    return json.loads(out.read_text())
+    entries = [p for p in (cache / "role").glob("*") if p.is_dir()] if (cache / "role").is_dir() else []
+    return json.loads(out.read_text()) | {"cache_entries": len(entries)}  # tokenized splits in the cache
 
 
 def measure(repo: Path, label: str, sizes, work: Path) -> list[dict]:

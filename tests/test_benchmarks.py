@@ -66,3 +66,17 @@ def test_peers_train_smoke_runs_protolm_and_the_hf_trainer_on_the_same_examples(
     # The same 64 sentences and batch size: the same number of steps for everyone.
     assert {r["steps"] for runs in found["runs"].values() for r in runs} == {2}
     assert all(r["startup_s"] > 0 and r["examples_per_s"] > 0 and 0 <= r["dev_acc_mean"] <= 1 for r in found["rows"])
+
+
+@pytest.mark.slow
+def test_data_benchmark_smoke_measures_a_first_and_a_cached_second_run(tmp_path):
+    args = ["--sizes", "200,400", "--work", str(tmp_path / "w"), "--out", str(tmp_path)]
+    result = run_cli("benchmarks/data.py", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "data.json").read_text())["rows"]
+    assert [(r["code"], r["rows"]) for r in rows] == [("this", 200), ("this", 400)]
+    for row in rows:
+        for run in ("first", "second"):
+            assert row[run]["first_step_s"] > 0 and row[run]["peak_memory_mb"] > 0
+        # train, selection and reported split cached by the first run, read (nothing added) by the second
+        assert row["first"]["cache_entries"] == row["second"]["cache_entries"] == 3

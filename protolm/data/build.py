@@ -172,17 +172,20 @@ def read(spec: TaskSpec, name: str, data: DataConfig, cache: ArrowCache) -> Spli
     identity, origin, records = resolve_source(spec, name, data)
 
     def build(path: Path) -> dict:
-        write_arrow(path, labelled_rows(spec, name, records(), origin))
+        write_arrow(path, labelled_rows(spec, name, records(), origin), origin)
         return {"origin": origin}
 
     dataset, meta = cache.entry("split", digest(["split", name, identity, reading_settings(spec, name)]), build)
     return Split(name, meta["origin"], dataset)
 
 
-def write_arrow(path: Path, rows: Iterator[dict]) -> int:
-    """Stream ``rows`` (dicts with the same keys) into an Arrow file, a batch at a time; the row count."""
+def write_arrow(path: Path, rows: Iterator[dict], source: str) -> int:
+    """Stream ``rows`` (dicts with the same keys) read from ``source`` into an Arrow file, a batch at a
+    time; the row count."""
     rows = iter(rows)
-    first = next(rows)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{source}: no examples in it")
     fields = [(key, arrow_type(key, value)) for key, value in first.items()]
     schema = pa.schema(fields)
     as_text = [key for key, kind in fields if kind == pa.string()]
