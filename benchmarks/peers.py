@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.common import table, write  # noqa: E402
+from benchmarks.common import run_py_with, table, write  # noqa: E402
 
 RUNNERS = ("protolm-linear", "protolm-prototype", "hf-trainer")
 
@@ -74,11 +74,7 @@ class _Timing:
 
 def protolm_child(args) -> None:
     """``run.py`` itself, with one more Lightning callback that times the training steps."""
-    import runpy
-
     import lightning as L
-
-    import protolm.train
 
     timing = _Timing(args.t0, Path(args.json))
 
@@ -92,15 +88,7 @@ def protolm_child(args) -> None:
         def on_train_end(self, trainer, module):
             timing.training_ends()
 
-    build_callbacks = protolm.train.build_callbacks
-
-    def with_timer(settings, ckpt_dir):
-        callbacks, checkpoint = build_callbacks(settings, ckpt_dir)
-        return [*callbacks, Timer()], checkpoint
-
-    protolm.train.build_callbacks = with_timer
-    sys.argv = ["run.py", *args.overrides]
-    runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
+    run_py_with(Timer(), args.overrides)
 
 
 def hf_child(args) -> None:

@@ -55,7 +55,9 @@ def build_model(settings: Settings, encoder=None, prototype_class=None) -> Proto
     """The model of a run; ``encoder`` pre-built when restoring from a checkpoint without the hub."""
     if encoder is None:
         encoder = backbones.load_encoder(settings.backbone, settings.data.hub_timeout_s)
-    if settings.optim.freeze_backbone:
+    if settings.backbone.peft == "lora":  # its own weights frozen; the adapters train
+        encoder = backbones.with_lora(encoder, settings.backbone)
+    elif settings.optim.freeze_backbone:
         encoder.requires_grad_(False)
     elif settings.optim.freeze_layers:
         backbones.freeze_lower_layers(encoder, settings.optim.freeze_layers)
@@ -73,7 +75,10 @@ def build_model(settings: Settings, encoder=None, prototype_class=None) -> Proto
 
 def effective_optim(settings: Settings) -> OptimConfig:
     """The optimisation settings the model trains with: under the prototype head the encoder's
-    learning rate is ``optim.backbone_lr`` x ``head.encoder_lr_scale``."""
+    learning rate is ``optim.backbone_lr`` x ``head.encoder_lr_scale``; LoRA adapters train at
+    ``backbone.lora.lr``."""
+    if settings.backbone.peft == "lora":
+        return dataclasses.replace(settings.optim, backbone_lr=settings.backbone.lora.lr)
     if not settings.is_prototype or settings.head.encoder_lr_scale == 1.0:
         return settings.optim
     return dataclasses.replace(settings.optim, backbone_lr=settings.optim.backbone_lr * settings.head.encoder_lr_scale)

@@ -31,7 +31,9 @@ SCHEDULERS = ("linear", "cosine", "constant")
 # torch.optim.AdamW's implementations: one fused kernel over all parameters, one multi-tensor
 # kernel per operation, or a Python loop over the parameters (torch's default on a CPU).
 OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "last")
+PEFT_METHODS = ("none", "lora")
+QUANTIZATIONS = ("none", "4bit")
 PROJECTION_MODES = ("link", "replace")
 HUB_MODES = ("auto", "never")
 PROGRESS_BARS = ("rich", "tqdm", "none")
@@ -47,6 +49,25 @@ class PackagedConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA adapters (through peft) on the encoder's attention and MLP projections."""
+
+    r: int = 8  # rank of each adapter
+    alpha: float = 16.0  # scale: the adapter's update is multiplied by alpha / r
+    dropout: float = 0.05
+    # The modules adapted; null: the family's (q/k/v/o and MLP projections for Llama, Qwen2,
+    # Mistral, Gemma; c_attn, c_proj, c_fc for GPT-2; query/key/value/dense for BERT-like).
+    target_modules: list[str] | None = None
+    lr: float = 2.0e-4  # the adapters' learning rate (in place of optim.backbone_lr)
+
+    def __post_init__(self):
+        check_number("backbone.lora.r", self.r, low=1, integer=True)
+        check_number("backbone.lora.alpha", self.alpha, low=0, low_open=True)
+        check_number("backbone.lora.dropout", self.dropout, low=0, high=1)
+        check_number("backbone.lora.lr", self.lr, low=0, low_open=True)
+
+
+@dataclass
 class BackboneConfig:
     name: str = MISSING
     pretrained: str = MISSING  # a hub id or a local directory
@@ -58,10 +79,23 @@ class BackboneConfig:
     lr: float = 2.0e-5  # this backbone's default optim.backbone_lr
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30 % more time
     compile: bool = False  # torch.compile the encoder (same results, faster steps once compiled)
+    # Parameter-efficient fine-tuning: none (every encoder weight trains) | lora (adapters only,
+    # backbone.lora); the head always trains in full. quantization=4bit loads the frozen weights in
+    # 4 bits (QLoRA, bitsandbytes, CUDA only).
+    peft: str = "none"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    quantization: str = "none"
 
     def __post_init__(self):
         check_choice("backbone.pooling", self.pooling, POOLINGS)
         check_number("backbone.lr", self.lr, low=0)
+        check_choice("backbone.peft", self.peft, PEFT_METHODS)
+        check_choice("backbone.quantization", self.quantization, QUANTIZATIONS)
+        if self.quantization != "none" and self.peft == "none":
+            raise ConfigError(
+                f"backbone.quantization={self.quantization} freezes the encoder's weights in 4 bits: "
+                "train adapters on them with backbone.peft=lora (QLoRA)"
+            )
 
 
 @dataclass
@@ -539,6 +573,11 @@ def default_data_dir() -> str:
     return os.environ.get("PROTOLM_DATA_DIR") or str((REPO_ROOT.parent / "shared" / "data").resolve())
 
 
+def asset(name: str) -> str:
+    """``${protolm_asset:name}``: a file or folder shipped inside the package (protolm/assets/)."""
+    return str(Path(__file__).resolve().parent / "assets" / name)
+
+
 def make_dir(path: str) -> str:
     """``${protolm_mkdir:path}``: the path, created if absent (e.g. for an SQLite file)."""
     Path(path).mkdir(parents=True, exist_ok=True)
@@ -560,6 +599,7 @@ def register_resolvers() -> None:
         ("protolm_sweep_group", sweep_group),
         ("protolm_data_dir", default_data_dir),
         ("protolm_mkdir", make_dir),
+        ("protolm_asset", asset),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

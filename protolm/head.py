@@ -224,14 +224,16 @@ class LinearHead(nn.Module):
     """The fine-tuning baseline: pool the usual way for the backbone, then dense-tanh-linear.
 
     ``pooling="cls"`` takes the first token (BERT, RoBERTa, DeBERTa, ELECTRA classifiers);
-    ``pooling="mean"`` averages non-padding tokens (sentence-transformers models such as MiniLM).
+    ``pooling="mean"`` averages non-padding tokens (sentence-transformers models such as MiniLM);
+    ``pooling="last"`` takes the last non-padding token (decoders, whose last token alone has seen
+    the whole text), wherever the padding is (left or right).
     The hidden dense+tanh layer mirrors Hugging Face's sequence-classification heads.
     """
 
     def __init__(self, hidden_size: int, num_classes: int, pooling: str = "cls", dropout: float = 0.1):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"backbone.pooling={pooling!r} is not one of cls, mean")
+        if pooling not in ("cls", "mean", "last"):
+            raise ValueError(f"backbone.pooling={pooling!r} is not one of cls, mean, last")
         self.pooling, self.num_classes = pooling, num_classes
         self.dropout = nn.Dropout(dropout)
         self.dense = nn.Linear(hidden_size, hidden_size)
@@ -246,6 +248,10 @@ class LinearHead(nn.Module):
         if self.pooling == "cls":
             attention = torch.zeros_like(mask)
             attention[:, 0] = 1.0
+        elif self.pooling == "last":  # the last position the mask keeps, under left or right padding
+            positions = torch.arange(mask.shape[1], device=mask.device)
+            last = torch.where(mask > 0, positions, -1).max(-1).values.clamp_min(0)
+            attention = torch.nn.functional.one_hot(last, mask.shape[1]).to(mask.dtype)
         else:
             attention = mask / mask.sum(-1, keepdim=True).clamp_min(1.0)
         pooled = torch.bmm(attention.unsqueeze(1), hidden_states).squeeze(1)

@@ -56,11 +56,21 @@ def transformers_model(model) -> ProtoLMForSequenceClassification:
     run = getattr(model, "artifacts", {}).get("config") or {}
     max_length, source = (run.get("data") or {}).get("max_length"), (run.get("backbone") or {}).get("pretrained")
     config = config_of(model, max_length, source)
-    net = ProtoLMForSequenceClassification(config, encoder=model.encoder, head=model.head)
+    net = ProtoLMForSequenceClassification(config, encoder=plain_encoder(model.encoder), head=model.head)
     if model.projection is not None:
         net.prototypes = model.projection.to_dict()
     net.training = model.training  # the flag only: train() would reset every shared module's mode
     return net
+
+
+def plain_encoder(encoder):
+    """The encoder as a plain transformers model: LoRA adapters (peft) merged into a copy of its
+    weights, so that an export loads with ``AutoModel`` alone and runs at the base model's speed."""
+    if hasattr(encoder, "merge_and_unload"):
+        import copy
+
+        return copy.deepcopy(encoder).merge_and_unload()
+    return encoder
 
 
 def copy_remote_code(directory: Path) -> None:

@@ -24,12 +24,20 @@ from .head import LinearHead, PrototypeHead
 PROTOTYPES_FILE = "prototypes.json"  # each prototype's class and its nearest training examples
 
 
+# Decoder-only families: their positions count from the first token, padding included.
+DECODER_TYPES = ("gpt2", "llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox")
+
+
 def encode_and_classify(encoder, head, input_ids, attention_mask, token_type_ids=None) -> dict:
     """The model: the encoder's last hidden states through the head (a dict with ``logits``,
     ``attention`` over tokens, ``pooled`` and, for the prototype head, ``similarities``)."""
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         inputs["token_type_ids"] = token_type_ids
+    if encoder.config.model_type in DECODER_TYPES:
+        # Number each text's tokens from 0 whatever the padding side, so that left padding gives
+        # the states right padding gives (under right padding these are the default positions).
+        inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
     return head(encoder(**inputs).last_hidden_state, attention_mask)
 
 

@@ -59,6 +59,13 @@ def fit_and_report(cfg: DictConfig, settings: Settings, run_dir: Path, ckpt_path
     trainer = build_trainer(settings, callbacks, build_loggers(cfg), run_dir)
     log_config(trainer, model.artifacts["config"])
 
+    parameters = backbones.parameter_counts(model)  # as trained (later phases freeze more)
+    log.info(
+        "parameters: %s, of which %s train (%.3g %%)",
+        f"{parameters['total']:,}",
+        f"{parameters['trainable']:,}",
+        100 * parameters["trainable_fraction"],
+    )
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_seconds = time.time() - started
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -86,6 +93,7 @@ def fit_and_report(cfg: DictConfig, settings: Settings, run_dir: Path, ckpt_path
         "backbone_source": backbones.resolve_source(settings.backbone),
         "head": settings.head.name,
         "num_prototypes": settings.head.num_prototypes if settings.is_prototype else None,
+        "parameters": parameters,
         "seed": settings.seed,
         "metrics": {k: float(v) for k, v in sorted({**evaluated, **post.metrics}.items())},
         "selection": selection_record(settings, checkpoint),
