@@ -6,7 +6,7 @@ Everything is configured by Hydra from conf/ (see README.md); multirun sweeps wi
 import hydra
 from omegaconf import DictConfig
 
-from protolm.cli import answer_help, one_line_config_errors, run_main
+from protolm.cli import answer_help, one_line_config_errors, print_plan, run_main
 from protolm.config import CONF_DIR  # importing it registers the schemas and resolvers
 
 
@@ -14,6 +14,8 @@ from protolm.config import CONF_DIR  # importing it registers the schemas and re
 def main(cfg: DictConfig):
     from protolm.train import train  # imported here so `--help` and config errors stay fast
 
+    if cfg.plan:
+        return run_main(print_plan, cfg)
     results = run_main(train, cfg)
     if results is None:  # failed (recorded in error.txt): a sweeper sees NaN, a failed trial
         return float("nan")

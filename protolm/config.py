@@ -362,6 +362,7 @@ class RunConfig:
     overwrite: bool = False  # allow writing into a run directory that already holds results/checkpoints
     traceback: bool = False  # print full tracebacks on errors (also PROTOLM_DEBUG=1)
     optimized_metric: str | None = None  # the results.json metric returned to a sweeper (null: the selection one)
+    plan: bool = False  # print the estimated accelerator memory of this run (protolm/plan.py) and exit
     task: Any = MISSING  # a task YAML: checked by protolm.data.task.TaskSpec
     backbone: BackboneConfig = MISSING
     head: Any = MISSING  # PrototypeHeadConfig or LinearHeadConfig (conf/head/*.yaml)

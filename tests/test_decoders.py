@@ -102,6 +102,18 @@ def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
         torch.testing.assert_close(exported(**batch).logits, reference(dict(batch))["logits"], atol=1e-5, rtol=1e-4)
 
 
+def test_plan_counts_what_the_run_trains_and_leaves_nothing_behind(lora_run, tmp_path):
+    results, _ = settings_of(lora_run)
+    out = tmp_path / "plan"
+    printed = run_cli("run.py", "backbone=tiny-llama", "backbone.peft=lora", "plan=true", f"hydra.run.dir={out}")
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    rows = {line[:17].strip(): line[17:].split() for line in printed.stdout.splitlines()[2:5]}
+    parameters, trainable = (int(v.replace(",", "")) for v in rows["LoRA"][:2])
+    assert (parameters, trainable) == (results["parameters"]["total"], results["parameters"]["trainable"])
+    assert rows["LoRA"][-1] == "run" and int(rows["full fine-tuning"][1].replace(",", "")) < parameters
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("backbone", DECODERS)
 @pytest.mark.parametrize("head", ["prototype", "linear"])
 def test_left_and_right_padding_give_the_same_logits(backbone, head, make_config):

@@ -5,6 +5,22 @@
 one module per tool holds its command.
 """
 
-from protolm.cli.main import answer_help, entry_point, one_line_config_errors, quote_free_text, run_main, tidy_logging
+from protolm.cli.main import (
+    answer_help,
+    entry_point,
+    one_line_config_errors,
+    print_plan,
+    quote_free_text,
+    run_main,
+    tidy_logging,
+)
 
-__all__ = ["answer_help", "entry_point", "one_line_config_errors", "quote_free_text", "run_main", "tidy_logging"]
+__all__ = [
+    "answer_help",
+    "entry_point",
+    "one_line_config_errors",
+    "print_plan",
+    "quote_free_text",
+    "run_main",
+    "tidy_logging",
+]

@@ -161,6 +161,18 @@ def _keep_or_discard(out: Path | None, report: str) -> Path:
     return out / "error.txt"
 
 
+def print_plan(cfg: DictConfig) -> None:
+    """``plan=true``: the run's estimated accelerator memory, printed; nothing trained, nothing left behind."""
+    from protolm.config import read_settings
+    from protolm.plan import report
+    from protolm.runs import discard_if_untouched
+
+    print(report(read_settings(cfg, check_trainer=False)))
+    out = _output_dir()
+    if out is not None and not _in_multirun():
+        discard_if_untouched(out)
+
+
 def answer_help(config_name: str) -> None:
     """``--help``/``-h`` answered from the config files at once (Hydra's would compose for seconds)."""
     if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
