@@ -145,6 +145,10 @@ def with_lora(encoder, backbone: BackboneConfig):
         encoder = peft.prepare_model_for_kbit_training(
             encoder, use_gradient_checkpointing=backbone.gradient_checkpointing
         )
+    elif backbone.gradient_checkpointing:
+        # Checkpointed blocks pass gradients on only to inputs that require them; with the
+        # embeddings frozen none would, and the adapters would silently never learn.
+        encoder.enable_input_require_grads()
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(targets))
     return peft.get_peft_model(encoder, config)
 

@@ -114,6 +114,20 @@ def test_plan_counts_what_the_run_trains_and_leaves_nothing_behind(lora_run, tmp
     assert not out.exists()
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_every_adapter_gets_a_gradient_with_or_without_gradient_checkpointing(checkpointing, make_config):
+    overrides = ["backbone=tiny-qwen2", "backbone.peft=lora", f"backbone.gradient_checkpointing={checkpointing}"]
+    settings = read_settings(make_config(*overrides, "head.num_prototypes=4"))
+    model = build_model(settings).train()
+    tokenizer = load_tokenizer(settings.backbone)
+    examples = [{"input_ids": tokenizer(t)["input_ids"]} for t in ("a good film", "bad")]
+    batch = PadCollator(tokenizer.pad_token_id)(examples)
+    model(batch)["logits"].sum().backward()
+    adapters = [(n, p) for n, p in model.encoder.named_parameters() if "lora_B" in n]
+    assert adapters and all(p.grad is not None and p.grad.abs().sum() > 0 for _, p in adapters)
+    assert all(p.grad is None for n, p in model.encoder.named_parameters() if "lora_" not in n)
+
+
 @pytest.mark.parametrize("backbone", DECODERS)
 @pytest.mark.parametrize("head", ["prototype", "linear"])
 def test_left_and_right_padding_give_the_same_logits(backbone, head, make_config):
