@@ -1,13 +1,16 @@
 """Benchmark 4 (for a GPU machine): bf16 training throughput and model FLOP utilisation.
 
     python benchmarks/gpu.py                       # roberta-large architecture, bf16, batch 32 x 128
+    python benchmarks/gpu.py --arch llama-1b --lora --batch-size 16 --length 256   # a decoder with LoRA
     python benchmarks/gpu.py --smoke               # tiny sizes on any device (checks the script runs)
 
 Weights do not change speed, so the architecture is built from its config with random weights
 (no hub needed); token ids come from SST-2 sentences. Reports examples/s and tokens/s for the
 prototype head and the linear head, and MFU = achieved training FLOP/s over the device's peak
 (--peak-tflops, default 989 for an H100/H200 SXM in dense bf16), counting 6 x parameters FLOPs
-per token plus attention (12 x layers x hidden x sequence length per token).
+per token plus attention (12 x layers x hidden x sequence length per token); with ``--lora`` the
+frozen weights get no weight gradients, so 4 x parameters (forward 2, input gradients 2).
+``--arch llama-1b`` is Llama 3.2 1B's architecture (16 layers, hidden 2048, grouped-query attention).
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, write  # noqa: E402
 
 
-def encoder(size: str):
-    from transformers import RobertaConfig, RobertaModel
+def encoder(arch: str, smoke: bool):
+    """The architecture with random weights, and its config."""
+    from transformers import LlamaConfig, LlamaModel, RobertaConfig, RobertaModel
 
-    if size == "smoke":
+    if arch == "llama-1b":
+        shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+        if not smoke:
+            shape = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32)
+        cfg = LlamaConfig(**shape, num_key_value_heads=max(1, shape["num_attention_heads"] // 4), vocab_size=128256)
+        return LlamaModel(cfg), cfg
+    if smoke:
         cfg = RobertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
     else:  # roberta-large
         cfg = RobertaConfig(
@@ -69,16 +79,23 @@ def run(head_name: str, args, device) -> dict:
     from protolm.head import LinearHead, PrototypeHead
     from protolm.losses import cohesion_separation
 
-    model, cfg = encoder("smoke" if args.smoke else "large")
+    model, cfg = encoder(args.arch, args.smoke)
+    if args.lora:
+        from protolm.backbone import with_lora
+        from protolm.config import BackboneConfig
+
+        model = with_lora(model, BackboneConfig(name=args.arch, pretrained=args.arch, peft="lora"))
+    decoder = args.arch == "llama-1b"
     head = (
         PrototypeHead(cfg.hidden_size, args.prototypes, 2)
         if head_name == "prototype"
-        else LinearHead(cfg.hidden_size, 2, pooling="cls")
+        else LinearHead(cfg.hidden_size, 2, pooling="last" if decoder else "cls")
     )
     model.to(device).train()
     head.to(device).train()
     params = list(model.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=1e-5, fused=device.type == "cuda")
+    trained = [p for p in params if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=1e-5, fused=device.type == "cuda")
     data = batches(args.batch_size, args.length, args.steps + args.warmup)
     dtype = torch.bfloat16 if device.type == "cuda" or args.smoke else torch.float32
     if args.compile:
@@ -112,12 +129,14 @@ def run(head_name: str, args, device) -> dict:
     examples = args.batch_size * args.steps
     tokens = examples * args.length
     n_params = sum(p.numel() for p in params)
-    flops = tokens * (6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.length)
+    per_parameter = 4 if args.lora else 6  # no weight gradients for frozen weights
+    flops = tokens * (per_parameter * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.length)
     return {
         "head": head_name,
         "examples_per_s": examples / seconds,
         "tokens_per_s": tokens / seconds,
         "params_m": n_params / 1e6,
+        "trainable_m": sum(p.numel() for p in trained) / 1e6,
         "tflops_per_s": flops / seconds / 1e12,
         "mfu": flops / seconds / (args.peak_tflops * 1e12),
         "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None,
@@ -133,6 +152,8 @@ def main():
     parser.add_argument("--prototypes", type=int, default=100)
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--arch", choices=("roberta-large", "llama-1b"), default="roberta-large")
+    parser.add_argument("--lora", action="store_true", help="LoRA adapters (r 8) instead of full fine-tuning")
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes: checks the script on any device")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -145,7 +166,7 @@ def main():
     ratio = rows[1]["examples_per_s"] / rows[0]["examples_per_s"]
     print(f"prototype head step time / linear head step time: {ratio:.3f}")
     path = write(
-        "gpu_smoke" if args.smoke else f"gpu_{device.type}",
+        "gpu_smoke" if args.smoke else f"gpu_{device.type}_{args.arch}{'_lora' if args.lora else ''}",
         {"args": vars(args), "device": str(device), "rows": rows},
         args.out,
     )

@@ -14,11 +14,17 @@ def test_head_benchmark_checks_both_implementations_agree(tmp_path):
     assert row["same_numbers"] is True and row["vectorised_ms"] > 0 and row["loop_ms"] > 0
 
 
-def test_gpu_benchmark_smoke_runs_on_any_device(tmp_path):
-    result = run_cli("benchmarks/gpu.py", "--smoke", "--out", str(tmp_path))
+GPU_ARCHS = [["--arch", "roberta-large"], ["--arch", "llama-1b", "--lora"]]
+
+
+@pytest.mark.parametrize("arch", GPU_ARCHS, ids=["roberta", "llama-lora"])
+def test_gpu_benchmark_smoke_runs_on_any_device(arch, tmp_path):
+    result = run_cli("benchmarks/gpu.py", "--smoke", *arch, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     rows = json.loads((tmp_path / "gpu_smoke.json").read_text())["rows"]
     assert {r["head"] for r in rows} == {"prototype", "linear"} and all(r["examples_per_s"] > 0 for r in rows)
+    if "--lora" in arch:
+        assert all(r["trainable_m"] < 0.5 * r["params_m"] for r in rows)
 
 
 @pytest.mark.slow
