@@ -62,7 +62,7 @@ def build_model(settings: Settings, encoder=None, prototype_class=None) -> Proto
     elif settings.optim.freeze_layers:
         backbones.freeze_lower_layers(encoder, settings.optim.freeze_layers)
     head = build_head(settings, encoder.config.hidden_size, prototype_class)
-    return ProtoLM(
+    model = ProtoLM(
         encoder,
         head,
         build_objective(settings, head),
@@ -71,6 +71,9 @@ def build_model(settings: Settings, encoder=None, prototype_class=None) -> Proto
         seed=settings.seed,
         compile_encoder=settings.backbone.compile,
     )
+    if settings.backbone.peft == "lora" and not settings.backbone.random_init:
+        model.leave_pretrained_weights_out(settings.backbone.pretrained)
+    return model
 
 
 def effective_optim(settings: Settings) -> OptimConfig:

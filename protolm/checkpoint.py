@@ -26,14 +26,26 @@ class Loaded:
     path: Path
 
 
-def _build_model(meta: dict, config: dict):
+def _build_model(meta: dict, config: dict, path=None):
     """An untrained model of the checkpoint's architecture (``meta``: its protolm record; ``config``: its run's)."""
     from protolm.assemble import build_model
     from protolm.backbone import encoder_from_config
     from protolm.config import read_settings
 
     settings = read_settings(config, check_trainer=False)
-    encoder = encoder_from_config(meta["backbone_config"])
+    if meta.get("encoder_weights_from"):  # LoRA on pretrained weights: the file holds the adapters only
+        from protolm.backbone import load_encoder
+        from protolm.errors import ConfigError
+
+        try:
+            encoder = load_encoder(settings.backbone, settings.data.hub_timeout_s)
+        except ConfigError as err:
+            raise CheckpointError(
+                f"checkpoint {path} holds LoRA adapters and the head; the frozen encoder weights they adapt "
+                f"are read from {meta['encoder_weights_from']}, which failed: {err}"
+            ) from None
+    else:
+        encoder = encoder_from_config(meta["backbone_config"])
     return build_model(settings, encoder=encoder, prototype_class=meta.get("prototype_class"))
 
 
@@ -58,12 +70,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Loaded:
     meta = checkpoint["protolm"]
     _check_format(path, meta)
     config = meta["config"]
-    model = _build_model(meta, config)
-    missing, unexpected = model.load_state_dict(checkpoint["state_dict"], strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {path} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
+    model = _build_model(meta, config, path)
+    model.load_weights(checkpoint["state_dict"], path)
     model.on_load_checkpoint(checkpoint)
     model.artifacts = {"config": config, "tokenizer_files": meta["tokenizer_files"]}
     model.eval().to(device)

@@ -13,7 +13,7 @@ from torch import nn
 
 import protolm
 from protolm.config import OptimConfig
-from protolm.errors import DataError, TrainingDiverged
+from protolm.errors import CheckpointError, DataError, TrainingDiverged
 from protolm.head import PrototypeHead
 from protolm.hf import encode_and_classify
 from protolm.inference import MODEL_INPUTS
@@ -80,6 +80,11 @@ class ProtoLM(L.LightningModule):
         self.last_layer_only = False
         # torch.compile'd encoder, kept off the module tree so checkpoints keep their plain keys.
         object.__setattr__(self, "_encoder_fn", torch.compile(encoder) if compile_encoder else encoder)
+        # Set by build_model for adapters on pretrained weights: checkpoints then leave out those
+        # frozen weights (a second copy of a 7B model in every file), and loading reads them again
+        # from this source (backbone.pretrained). Every other key stays strictly checked.
+        self.encoder_weights_from: str | None = None
+        self.frozen_encoder_keys: frozenset[str] = frozenset()
         self.val_metrics = task_metrics(self.num_classes, self.regression, prefix="val/")
         self.test_metrics = task_metrics(self.num_classes, self.regression, prefix="test/")
         if self.is_prototype:
@@ -178,7 +183,36 @@ class ProtoLM(L.LightningModule):
             "train_data": self._train_data_fingerprint(),
             **getattr(self, "artifacts", {}),
         }
+        if self.encoder_weights_from:
+            state = checkpoint["state_dict"]
+            for key in self.frozen_encoder_keys & set(state):
+                del state[key]
+            checkpoint["protolm"]["encoder_weights_from"] = self.encoder_weights_from
         checkpoint["rng_state"] = rng_state()
+
+    def leave_pretrained_weights_out(self, source: str) -> None:
+        """Checkpoints of this (LoRA) model hold the adapters and the head, not the frozen encoder
+        weights of ``source``: they are read from there again when a checkpoint is loaded."""
+        self.encoder_weights_from = source
+        self.frozen_encoder_keys = frozenset(
+            f"encoder.{name}" for name, _ in self.encoder.named_parameters() if "lora_" not in name
+        )
+        self.strict_loading = False  # Lightning's loading: checked in on_load_checkpoint instead
+
+    def load_weights(self, state: dict, where) -> None:
+        """Load a checkpoint's state dict, every key checked (the frozen ones it may leave out kept)."""
+        self.check_state_keys(state, where)
+        self.load_state_dict(state, strict=False)
+
+    def check_state_keys(self, state: dict, where) -> None:
+        """The checkpoint's state holds every key of this model, but the frozen ones it may leave out."""
+        own = set(self.state_dict())
+        missing = sorted(own - set(state) - (self.frozen_encoder_keys if self.encoder_weights_from else set()))
+        unexpected = sorted(set(state) - own)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint {where} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
 
     def _train_data_fingerprint(self) -> str | None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -186,6 +220,9 @@ class ProtoLM(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         from protolm.projection import Projection
+
+        if self.encoder_weights_from:  # loading is not strict: check here what it would have
+            self.check_state_keys(checkpoint["state_dict"], "being loaded")
 
         record = checkpoint.get("protolm", {}).get("projection")
         self.projection = Projection.from_dict(record) if record else None

@@ -95,7 +95,7 @@ def write_json(path: Path, data) -> Path:
 
 def load_weights(model, path: str | Path) -> None:
     """The weights of a checkpoint, into ``model`` (its projection record stays as it is)."""
-    model.load_state_dict(torch.load(path, map_location=model.device, weights_only=True)["state_dict"])
+    model.load_weights(torch.load(path, map_location=model.device, weights_only=True)["state_dict"], path)
 
 
 # --------------------------------------------------------------------------- projection

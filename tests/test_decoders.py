@@ -12,9 +12,10 @@ from torch import nn
 
 from protolm.assemble import build_model
 from protolm.backbone import LORA_TARGETS, load_tokenizer
+from protolm.checkpoint import load
 from protolm.config import read_settings
 from protolm.data.collate import PadCollator
-from protolm.errors import ConfigError
+from protolm.errors import CheckpointError, ConfigError
 from tests.support import BACKBONES, run_cli
 
 DECODERS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]
@@ -32,12 +33,27 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
+def pretrained_llama(tmp_path_factory):
+    """tiny-llama's architecture saved with weights, as a downloaded model directory would be."""
+    from transformers import AutoConfig, AutoModel
+
+    from protolm.config import asset
+
+    L.seed_everything(11, verbose=False)
+    folder = tmp_path_factory.mktemp("pretrained") / "tiny-llama"
+    AutoModel.from_config(AutoConfig.from_pretrained(asset("tiny-decoders/llama"))).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, pretrained_llama):
+    """LoRA on pretrained (not randomly initialised) weights: what a user of a hub model trains."""
     from protolm.train import train
     from tests.support import compose_config
 
     run = tmp_path_factory.mktemp("lora") / "run"
-    train(compose_config(run, ["backbone=tiny-llama", "backbone.peft=lora", *SMALL]))
+    pretrained = [f"backbone.pretrained={pretrained_llama}", "backbone.random_init=false"]
+    train(compose_config(run, ["backbone=tiny-llama", "backbone.peft=lora", *pretrained, *SMALL]))
     return run
 
 
@@ -62,13 +78,29 @@ def test_lora_trains_only_the_adapters_and_the_head(lora_run):
     assert results["parameters"]["trainable"] == adapters + head
     assert results["parameters"]["total"] == sum(p.numel() for p in initial.parameters())
 
-    trained = torch.load(results["shipped_checkpoint"], weights_only=True)["state_dict"]
+    saved = torch.load(results["shipped_checkpoint"], weights_only=True)
     before = initial.state_dict()
     encoder_keys = [k for k in before if k.startswith("encoder.")]
     frozen = [k for k in encoder_keys if "lora_" not in k]
-    assert frozen and all(torch.equal(trained[k], before[k]) for k in frozen)
+    # The checkpoint holds the adapters and the head; the frozen weights are read from backbone.pretrained.
+    assert frozen and not set(frozen) & set(saved["state_dict"])
+    assert saved["protolm"]["encoder_weights_from"] == settings.backbone.pretrained
+    trained = load(results["shipped_checkpoint"]).model.state_dict()
+    assert all(torch.equal(trained[k], before[k]) for k in frozen)
     lora_b = [k for k in encoder_keys if "lora_B" in k]
     assert lora_b and all(not torch.equal(trained[k], before[k]) for k in lora_b)  # B starts at 0, then learns
+    assert all(torch.equal(saved["state_dict"][k], trained[k]) for k in lora_b)
+
+
+def test_a_lora_checkpoint_without_its_pretrained_weights_says_where_it_looked(lora_run, pretrained_llama, tmp_path):
+    results, _ = settings_of(lora_run)
+    moved = pretrained_llama.with_name("moved")
+    pretrained_llama.rename(moved)
+    try:
+        with pytest.raises(CheckpointError, match=f"read from {pretrained_llama}, which failed"):
+            load(results["shipped_checkpoint"])
+    finally:
+        moved.rename(pretrained_llama)
 
 
 def test_a_lora_run_explains_and_evaluates_from_its_checkpoint(lora_run, tmp_path):
@@ -87,8 +119,6 @@ def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import protolm  # noqa: F401  (registers the Auto classes)
-    from protolm.checkpoint import load
-
     out = tmp_path / "model"
     result = run_cli("export.py", f"ckpt_path={lora_run}", f"out={out}", f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 0, result.stderr[-2000:]
