@@ -119,6 +119,7 @@ def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     import protolm  # noqa: F401  (registers the Auto classes)
+
     out = tmp_path / "model"
     result = run_cli("export.py", f"ckpt_path={lora_run}", f"out={out}", f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 0, result.stderr[-2000:]
