@@ -270,3 +270,20 @@ def test_a_lora_run_stopped_mid_epoch_resumes_to_the_uninterrupted_result(tmp_pa
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("whole", "cut"))
     assert a["global_step"] == b["global_step"] and a["metrics"] == b["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["backbone=tiny-llama", "trainer.precision=bf16-mixed", "backbone.gradient_checkpointing=true"],
+        ["backbone=tiny-gpt2", "trainer.strategy=ddp_spawn", "trainer.devices=2", "data.max_eval_samples=40"],
+    ],
+    ids=["bf16-checkpointing", "ddp"],
+)
+def test_lora_trains_under_bf16_with_gradient_checkpointing_and_under_ddp(setting, tmp_path):
+    result = run_cli("run.py", *SMALL, "backbone.peft=lora", *setting, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert 0 < results["parameters"]["trainable"] < results["parameters"]["total"] / 2
+    assert 0 <= results["metrics"]["test/acc"] <= 1
