@@ -182,6 +182,14 @@ def test_left_and_right_padding_give_the_same_logits(backbone, head, make_config
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_a_tiny_decoder_fine_tunes_in_full_without_lora(tmp_path):
+    result = run_cli("run.py", "backbone=tiny-qwen2", "head=linear", *SMALL, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["parameters"]["trainable"] == results["parameters"]["total"]
+    assert results["config"]["backbone"]["pooling"] == "last" and 0 <= results["metrics"]["test/acc"] <= 1
+
+
 def test_decoders_pad_with_end_of_text(make_config):
     settings = read_settings(make_config("backbone=tiny-gpt2"))
     tokenizer = load_tokenizer(settings.backbone)
