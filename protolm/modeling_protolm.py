@@ -34,7 +34,7 @@ def encode_and_classify(encoder, head, input_ids, attention_mask, token_type_ids
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if token_type_ids is not None:
         inputs["token_type_ids"] = token_type_ids
-    if encoder.config.model_type in DECODER_TYPES:
+    if getattr(encoder.config, "model_type", None) in DECODER_TYPES:
         # Number each text's tokens from 0 whatever the padding side, so that left padding gives
         # the states right padding gives (under right padding these are the default positions).
         inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)

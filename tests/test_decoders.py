@@ -103,6 +103,7 @@ def test_a_lora_checkpoint_without_its_pretrained_weights_says_where_it_looked(l
         moved.rename(pretrained_llama)
 
 
+@pytest.mark.slow  # two or more commands' start-ups; the default suite trains and loads LoRA already
 def test_a_lora_run_explains_and_evaluates_from_its_checkpoint(lora_run, tmp_path):
     explained = run_cli(
         "explain.py", f"ckpt_path={lora_run}", "text=a gorgeous film", f"hydra.run.dir={tmp_path / 'e'}"
@@ -114,6 +115,7 @@ def test_a_lora_run_explains_and_evaluates_from_its_checkpoint(lora_run, tmp_pat
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 
+@pytest.mark.slow  # two or more commands' start-ups; the default suite trains and loads LoRA already
 def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
     from safetensors import safe_open
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -182,6 +184,7 @@ def test_left_and_right_padding_give_the_same_logits(backbone, head, make_config
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow  # two or more commands' start-ups; the default suite trains and loads LoRA already
 def test_a_tiny_decoder_fine_tunes_in_full_without_lora(tmp_path):
     result = run_cli("run.py", "backbone=tiny-qwen2", "head=linear", *SMALL, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-2000:]
