@@ -471,6 +471,11 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
             "init.two_stage=true fine-tunes with the linear head, then trains head=prototype on that encoder: "
             "use it with head=prototype and without init.from_checkpoint"
         )
+    if settings.backbone.peft == "lora" and (settings.optim.freeze_backbone or settings.optim.freeze_layers):
+        raise ConfigError(
+            "backbone.peft=lora already freezes every encoder weight but the adapters: drop "
+            "optim.freeze_backbone / optim.freeze_layers (or backbone.peft=lora to freeze without adapters)"
+        )
     check_streaming(settings)
     if check_trainer:
         check_trainer_args(trainer)

@@ -220,6 +220,11 @@ def test_qlora_without_cuda_is_one_line_that_says_why(make_config):
         read_settings(make_config("backbone=tiny-llama", "backbone.quantization=4bit"))
 
 
+def test_lora_with_frozen_layers_is_refused_not_ignored(make_config):
+    with pytest.raises(ConfigError, match="already freezes every encoder weight"):
+        read_settings(make_config("backbone=tiny-llama", "backbone.peft=lora", "optim.freeze_layers=1"))
+
+
 # ------------------------------------------------------------------------- slow: learns, resumes
 KEYWORD_TASK = """\
 name: keyword
