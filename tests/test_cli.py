@@ -13,7 +13,16 @@ HUB_IDS = {
     "electra-large": "google/electra-large-discriminator",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2",
     "tiny": "sentence-transformers/all-MiniLM-L6-v2",
+    # decoder-only (pooling: last)
+    "gpt2": "openai-community/gpt2",
+    "llama-3.2-1b": "meta-llama/Llama-3.2-1B",
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-1.5b": "Qwen/Qwen2.5-1.5B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.3",
 }
+
+
+DECODER_ORGS = ("openai-community", "meta-llama", "Qwen", "mistralai")
 
 
 @pytest.mark.no_data
@@ -28,7 +37,11 @@ def test_backbone_configs_compose_with_their_hub_ids(name, make_config):
     cfg = make_config(f"backbone={name}", "task=rte")
     assert cfg.backbone.name == name and cfg.backbone.pretrained == HUB_IDS[name]
     assert cfg.optim.backbone_lr == cfg.backbone.lr > 0
-    assert cfg.backbone.pooling in ("cls", "mean")
+    assert cfg.backbone.pooling == ("last" if HUB_IDS[name].split("/")[0] in DECODER_ORGS else cfg.backbone.pooling)
+    assert cfg.backbone.pooling in ("cls", "mean", "last")
+    from protolm.config import read_settings
+
+    read_settings(make_config(f"backbone={name}", "task=rte", "backbone.peft=lora"), check_trainer=False)
 
 
 @pytest.mark.no_data
