@@ -476,6 +476,11 @@ def read_settings(cfg: DictConfig | dict, check_trainer: bool = True) -> Setting
             "backbone.peft=lora already freezes every encoder weight but the adapters: drop "
             "optim.freeze_backbone / optim.freeze_layers (or backbone.peft=lora to freeze without adapters)"
         )
+    if settings.backbone.peft == "lora" and settings.optim.backbone_lr != settings.backbone.lr:
+        raise ConfigError(
+            f"optim.backbone_lr={settings.optim.backbone_lr} would be ignored: under backbone.peft=lora the "
+            f"adapters train at backbone.lora.lr ({settings.backbone.lora.lr}); set that instead"
+        )
     check_streaming(settings)
     if check_trainer:
         check_trainer_args(trainer)

@@ -223,6 +223,8 @@ def test_qlora_without_cuda_is_one_line_that_says_why(make_config):
 def test_lora_with_frozen_layers_is_refused_not_ignored(make_config):
     with pytest.raises(ConfigError, match="already freezes every encoder weight"):
         read_settings(make_config("backbone=tiny-llama", "backbone.peft=lora", "optim.freeze_layers=1"))
+    with pytest.raises(ConfigError, match="adapters train at backbone.lora.lr"):
+        read_settings(make_config("backbone=tiny-llama", "backbone.peft=lora", "optim.backbone_lr=1e-4"))
 
 
 # ------------------------------------------------------------------------- slow: learns, resumes
