@@ -153,6 +153,20 @@ def resolve_source(
     )
 
 
+Source = tuple[list, str, Callable[[], Iterator[dict]]]  # what resolve_source returns
+
+
+def source_of(spec: TaskSpec, name: str, data: DataConfig, sources: dict[str, Source] | None) -> Source:
+    """:func:`resolve_source`, once per split for a caller that keeps ``sources`` (updated here): the
+    cache key of every role and the reading of the split both need it, and resolving may walk a
+    text directory or load a hub dataset."""
+    if sources is None:
+        return resolve_source(spec, name, data)
+    if name not in sources:
+        sources[name] = resolve_source(spec, name, data)
+    return sources[name]
+
+
 def hub_records(hub, dataset) -> Iterator[dict]:
     for i, row in enumerate(dataset):
         record = {hub.rename.get(k, k): v for k, v in row.items()}  # hub ClassLabels: ints in the task's order
@@ -167,9 +181,9 @@ def reading_settings(spec: TaskSpec, name: str) -> dict:
     return {"local": local, **{k: getattr(spec, k) for k in keys}, "groups": group_fields(spec, name)}
 
 
-def read(spec: TaskSpec, name: str, data: DataConfig, cache: ArrowCache) -> Split:
+def read(spec: TaskSpec, name: str, data: DataConfig, cache: ArrowCache, sources: dict | None = None) -> Split:
     """The split read and labelled, from the cache when its file and reading settings are unchanged."""
-    identity, origin, records = resolve_source(spec, name, data)
+    identity, origin, records = source_of(spec, name, data, sources)
 
     def build(path: Path) -> dict:
         write_arrow(path, labelled_rows(spec, name, records(), origin), origin)
@@ -316,15 +330,21 @@ def splits_needed(spec: TaskSpec, names: list[str]) -> set[str]:
 
 
 def load_splits(
-    spec: TaskSpec, names: list[str], data: DataConfig, loaded: dict[str, Split], cache: ArrowCache | None = None
+    spec: TaskSpec,
+    names: list[str],
+    data: DataConfig,
+    loaded: dict[str, Split],
+    cache: ArrowCache | None = None,
+    sources: dict[str, Source] | None = None,
 ) -> dict[str, Split]:
-    """The named splits read, labelled and carved; ``loaded`` caches every split built so far (updated here)."""
+    """The named splits read, labelled and carved; ``loaded`` caches every split built so far and
+    ``sources`` every split's resolved source (both updated here)."""
     needed = splits_needed(spec, names)
     carved = {c.split for c in spec.carve}
     cache = cache or ArrowCache(data.cache_dir, data.cache)
     for name in LocalSpec.SPLITS:
         if name in needed and name not in carved and name not in loaded:
-            loaded[name] = read(spec, name, data, cache)
+            loaded[name] = read(spec, name, data, cache, sources)
     for c in spec.carve:
         if c.split in needed and c.split not in loaded:
             loaded[c.split], loaded[c.from_split] = carve(loaded[c.from_split], c, data.split_seed)
@@ -342,22 +362,25 @@ def limit(split: Split, count: int | None, split_seed: int) -> Split:
 
 
 # ---------------------------------------------------------------------------------- encode
-def source_identities(spec: TaskSpec, name: str, data: DataConfig) -> dict[str, list]:
+def source_identities(spec: TaskSpec, name: str, data: DataConfig, sources: dict | None = None) -> dict[str, list]:
     """The identity of every file (or hub split) that split ``name`` is read or carved from or with."""
     carved = {c.split for c in spec.carve}
     needed = sorted(s for s in splits_needed(spec, [name]) if s not in carved)
-    return {s: resolve_source(spec, s, data)[0] for s in needed}
+    return {s: source_of(spec, s, data, sources)[0] for s in needed}
 
 
-def role_key(spec: TaskSpec, name: str, count: int | None, data: DataConfig, tokenizer_id: str) -> str:
+def role_key(
+    spec: TaskSpec, name: str, count: int | None, data: DataConfig, tokenizer_id: str, sources: dict | None = None
+) -> str:
     """The cache key of split ``name`` limited to ``count`` and encoded: everything its tokens depend on
-    (``tokenizer_id``: :func:`~protolm.data.cache.tokenizer_identity` of the tokenizer)."""
+    (``tokenizer_id``: :func:`~protolm.data.cache.tokenizer_identity` of the tokenizer; ``sources``:
+    as :func:`source_of` keeps them)."""
     return digest(
         [
             "role",
             asdict(spec),
             name,
-            source_identities(spec, name, data),
+            source_identities(spec, name, data, sources),
             data.split_seed,
             count,
             tokenizer_id,
@@ -372,8 +395,7 @@ def encode(split: Split, tokenizer, max_length: int, path: Path) -> Split:
 
     def tokenize(batch: dict) -> dict:
         args = (batch["text"], batch["pair"]) if pair else (batch["text"],)
-        enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
-        out = {key: enc[key] for key in enc.keys() if key in TOKEN_KEYS}
+        enc, out = token_ids(tokenizer, args, max_length)
         out["length"] = [len(ids) for ids in enc["input_ids"]]
         out["truncated"] = truncated_flags(tokenizer, enc, args, max_length)
         return out
@@ -390,6 +412,13 @@ def encode(split: Split, tokenizer, max_length: int, path: Path) -> Split:
     encoded = Split(split.name, split.origin, dataset)
     encoded.truncated = sum(encoded.column("truncated"))
     return encoded
+
+
+def token_ids(tokenizer, args: tuple, max_length: int) -> tuple[object, dict[str, list]]:
+    """Texts (and pairs) tokenized as every split is, truncated to ``max_length``: the tokenizer's
+    encoding and its id columns (``input_ids``, and ``token_type_ids`` where the tokenizer makes them)."""
+    enc = tokenizer(*args, truncation=True, max_length=max_length, return_attention_mask=False)
+    return enc, {key: enc[key] for key in enc.keys() if key in TOKEN_KEYS}
 
 
 def truncated_flags(tokenizer, enc, args: tuple, max_length: int) -> list[bool]:

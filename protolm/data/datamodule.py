@@ -70,6 +70,7 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer, self.data, self.seed = tokenizer, data, seed
         self.splits: dict[str, Split] = {}  # read, labelled and carved, by split name
         self.roles: dict[str, Split] = {}  # limited and encoded, by role
+        self.sources: dict[str, build.Source] = {}  # each read split's resolved source (build.source_of)
         self.train_order = TrainOrder(self)
         self._cache: ArrowCache | None = None
         self._stream: StreamedTrainSplit | None = None
@@ -86,7 +87,7 @@ class TaskDataModule(L.LightningDataModule):
 
     def load_splits(self, names: list[str]) -> dict[str, Split]:
         """Read, carve and label the named splits (and any split they are carved from); not tokenized."""
-        return build.load_splits(self.spec, names, self.data, self.splits, self.cache)
+        return build.load_splits(self.spec, names, self.data, self.splits, self.cache, self.sources)
 
     def role_split(self, role: str) -> Split:
         """The encoded split playing ``role``: train, val (= task.select_on) or test (= task.report_on).
@@ -108,7 +109,7 @@ class TaskDataModule(L.LightningDataModule):
                 digest = build.examples_digest(split) if role == "train" else None
                 return {"name": split.name, "origin": split.origin, "truncated": split.truncated, "fingerprint": digest}
 
-            key = build.role_key(self.spec, name, count, self.data, self.tokenizer_id)
+            key = build.role_key(self.spec, name, count, self.data, self.tokenizer_id, self.sources)
             dataset, meta = self.cache.entry("role", key, encode)
             split = Split(meta["name"], meta["origin"], dataset, meta["truncated"], meta["fingerprint"])
             if split.truncated:

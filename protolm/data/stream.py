@@ -73,7 +73,7 @@ class StreamedTrainSplit(IterableDataset):
     def _encoded(self, batch: list[dict], pair: bool) -> Iterator[dict]:
         texts = [e["text"] for e in batch]
         args = (texts, [e["pair"] for e in batch]) if pair else (texts,)
-        enc = self.tokenizer(*args, truncation=True, max_length=self.data.max_length, return_attention_mask=False)
-        keys = [key for key in enc.keys() if key in build.TOKEN_KEYS]
+        _, ids = build.token_ids(self.tokenizer, args, self.data.max_length)
         for i, example in enumerate(batch):
-            yield {**{key: enc[key][i] for key in keys}, "labels": example["label"], "index": example["index"]}
+            tokens = {key: column[i] for key, column in ids.items()}
+            yield {**tokens, "labels": example["label"], "index": example["index"]}
