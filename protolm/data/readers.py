@@ -21,6 +21,14 @@ from protolm.errors import DataError
 csv.field_size_limit(2**31 - 1)
 
 
+def undecodable(path: Path, line: int, bad: bytes, encoding: str) -> DataError:
+    """The error for bytes that are not valid in the task's encoding, naming the file and the line."""
+    return DataError(
+        f"{path}: line {line}: bytes {bad!r} are not valid {encoding} "
+        f"(set task.local.encoding, e.g. latin-1, or re-encode the file as UTF-8)"
+    )
+
+
 def decode_file(path: Path, encoding: str) -> str:
     """The whole file as text; a decoding error names the file and the line."""
     data = path.read_bytes()
@@ -28,10 +36,7 @@ def decode_file(path: Path, encoding: str) -> str:
         return data.decode(encoding)
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line}: bytes {data[err.start : err.end]!r} are not valid {encoding} "
-            f"(set task.local.encoding, e.g. latin-1, or re-encode the file as UTF-8)"
-        ) from None
+        raise undecodable(path, line, data[err.start : err.end], encoding) from None
 
 
 def decoded_lines(path: Path, encoding: str) -> Iterator[str]:
@@ -43,10 +48,7 @@ def decoded_lines(path: Path, encoding: str) -> Iterator[str]:
             try:
                 yield decoder.decode(raw)
             except UnicodeDecodeError as err:
-                raise DataError(
-                    f"{path}: line {line}: bytes {raw[err.start : err.end]!r} are not valid {encoding} "
-                    f"(set task.local.encoding, e.g. latin-1, or re-encode the file as UTF-8)"
-                ) from None
+                raise undecodable(path, line, raw[err.start : err.end], encoding) from None
 
 
 def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> Iterator[dict]:
@@ -140,8 +142,9 @@ def textdir_archive(path: Path, member: str, encoding: str) -> Iterator[dict]:
             parts = entry.name.split("/")
             if len(parts) < 3:
                 continue
-            folders.add("/".join(parts[:-2]))
-            if "/".join(parts[:-2]) != member:
+            folder = "/".join(parts[:-2])
+            folders.add(folder)
+            if folder != member:
                 continue
             raw = archive.extractfile(entry).read()
             try:
