@@ -22,7 +22,7 @@ import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import islice
 from pathlib import Path
 
@@ -121,7 +121,8 @@ def resolve_source(
     from it when ``streaming``).
 
     The identity says when the content changed (for the cache key); ``records()`` yields the raw
-    records. A split found nowhere is an error that says where it looked and how to fix it.
+    records (a partial, not a closure: a data module keeping it still pickles, as ``ddp_spawn``
+    needs). A split found nowhere is an error that says where it looked and how to fix it.
     """
     data_dir = Path(data.data_dir).expanduser()
     source = getattr(spec.local, name)
@@ -131,7 +132,7 @@ def resolve_source(
         if not missing:
             files = [source.path] + [p for p in (source.include_ids, source.exclude_ids) if p]
             identity = ["local", asdict(source), [file_identity(data_dir / f) for f in files]]
-            return identity, source.path, lambda: read_split(source, spec.local, data_dir)
+            return identity, source.path, partial(read_split, source, spec.local, data_dir)
         tried += [str(p) for p in missing]
     hub = spec.hub
     if hub is not None and name in hub.splits:
@@ -141,7 +142,7 @@ def resolve_source(
             dataset = load_hub_split(hub, name, streaming)
             origin = f"hub:{hub.path}/{hub.name or ''}[{hub.splits[name]}]"
             version = None if streaming else dataset._fingerprint
-            return ["hub", asdict(hub), version], origin, lambda: hub_records(hub, dataset)
+            return ["hub", asdict(hub), version], origin, partial(hub_records, hub, dataset)
         tried.append(f"hub {hub.path} {hub.name or ''} (not used: {reason})")
     what = f"split {name!r} of task {spec.name}"
     if not tried:
