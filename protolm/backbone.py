@@ -71,19 +71,18 @@ def load_tokenizer(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.h
 
 def load_encoder(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.hub_timeout_s):
     """The bare encoder (no task head, no pooler), ready for backbone.gradient_checkpointing."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
     source = resolve_source(backbone)
-    overrides = dict(backbone.config_overrides)
     quantized = quantization_kwargs(backbone)  # refuses 4-bit without CUDA before any loading
-    try:
-        offline = _offline_kwargs(source, hub_timeout_s)
-        if backbone.random_init:
-            model = AutoModel.from_config(AutoConfig.from_pretrained(source, **offline, **overrides))
-        else:
-            model = AutoModel.from_pretrained(source, **offline, **overrides, **quantized)
-    except (OSError, ValueError) as err:
-        raise _load_failed(backbone, source, err) from None
+    if backbone.random_init:
+        model = AutoModel.from_config(load_config(backbone, hub_timeout_s))
+    else:
+        try:
+            offline = _offline_kwargs(source, hub_timeout_s)
+            model = AutoModel.from_pretrained(source, **offline, **dict(backbone.config_overrides), **quantized)
+        except (OSError, ValueError) as err:
+            raise _load_failed(backbone, source, err) from None
     _drop_pooler(model)
     eos = model.config.eos_token_id
     if getattr(model.config, "pad_token_id", 0) is None and eos is not None:  # as on the tokenizer
@@ -91,6 +90,19 @@ def load_encoder(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.hub
     if backbone.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     return model
+
+
+def load_config(backbone: BackboneConfig, hub_timeout_s: float = DataConfig.hub_timeout_s):
+    """The backbone's transformers config with ``backbone.config_overrides`` (config.json only, no
+    weights), failing fast without the hub as :func:`load_encoder` does."""
+    from transformers import AutoConfig
+
+    source = resolve_source(backbone)
+    try:
+        offline = _offline_kwargs(source, hub_timeout_s)
+        return AutoConfig.from_pretrained(source, **offline, **dict(backbone.config_overrides))
+    except (OSError, ValueError) as err:
+        raise _load_failed(backbone, source, err) from None
 
 
 def quantization_kwargs(backbone: BackboneConfig) -> dict:

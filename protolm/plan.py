@@ -38,34 +38,22 @@ def on_meta_device():
         yield
 
 
-def parameter_counts(settings: Settings, peft: str) -> dict:
-    """{total, trainable, frozen} of the run's model with ``backbone.peft=peft``, built on the meta device."""
-    from transformers import AutoConfig, AutoModel
+def parameter_counts(settings: Settings, config, peft: str) -> dict:
+    """{total, trainable, frozen} of the run's model (encoder of ``config``) with ``backbone.peft=peft``,
+    built on the meta device."""
+    from torch import nn
 
     from protolm import backbone as backbones
     from protolm.assemble import build_head
 
-    source = backbones.resolve_source(settings.backbone)
-    try:
-        config = AutoConfig.from_pretrained(source, **settings.backbone.config_overrides)
-    except (OSError, ValueError) as err:
-        raise backbones._load_failed(settings.backbone, source, err) from None
     with on_meta_device():
-        encoder = AutoModel.from_config(config)
-        backbones._drop_pooler(encoder)
+        encoder = backbones.encoder_from_config(config.to_dict())
         if peft == "lora":
             encoder = backbones.with_lora(encoder, dataclasses.replace(settings.backbone, quantization="none"))
         head = build_head(settings, config.hidden_size)
-    total = sum(p.numel() for module in (encoder, head) for p in module.parameters())
-    trainable = sum(p.numel() for module in (encoder, head) for p in module.parameters() if p.requires_grad)
+    counts = backbones.parameter_counts(nn.ModuleList([encoder, head]))
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
-    return {
-        "total": total,
-        "trainable": trainable,
-        "frozen": total - trainable,
-        "layers": layers,
-        "hidden": config.hidden_size,
-    }
+    return {**counts, "frozen": counts["total"] - counts["trainable"], "layers": layers, "hidden": config.hidden_size}
 
 
 def estimate(settings: Settings, way: str, counts: dict) -> dict:
@@ -96,7 +84,10 @@ def estimate(settings: Settings, way: str, counts: dict) -> dict:
 
 def plan(settings: Settings) -> list[dict]:
     """Rows of the estimate: full fine-tuning, LoRA and QLoRA for the configured run."""
-    full, lora = parameter_counts(settings, "none"), parameter_counts(settings, "lora")
+    from protolm.backbone import load_config
+
+    config = load_config(settings.backbone, settings.data.hub_timeout_s)
+    full, lora = parameter_counts(settings, config, "none"), parameter_counts(settings, config, "lora")
     return [
         {"way": "full fine-tuning", **estimate(settings, "full", full)},
         {"way": "LoRA", **estimate(settings, "lora", lora)},
