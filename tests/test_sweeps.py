@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import BACKBONES, CONF, REPO, TASKS, TINY, run_cli
+from tests.support import BACKBONES, CONF, REPO, TASKS, TINY, compose_config, run_cli
 
 FAST = TINY + [
     "trainer.max_epochs=1",
@@ -244,13 +244,11 @@ VARIANTS = sorted(p.stem for p in (CONF / "variant").glob("*.yaml") if not p.ste
 
 @pytest.mark.no_data
 @pytest.mark.parametrize("name", VARIANTS)
-def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name):
-    from hydra import compose, initialize_config_dir
-
+def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name, tmp_path):
     from protolm.config import read_settings
 
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["experiment=study_demo", f"+variant={name}"])
+    # As run.py gets it: the logger's directory interpolates the run's Hydra output directory.
+    cfg = compose_config(tmp_path / "run", ["experiment=study_demo", f"+variant={name}"])
     settings = read_settings(cfg, check_trainer=False)
     sweep = yaml.safe_load((CONF / "experiment" / "study_demo.yaml").read_text())
     assert name in sweep["hydra"]["sweeper"]["params"]["+variant"].split(",")  # the study sweeps it
