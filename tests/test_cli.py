@@ -110,7 +110,7 @@ def test_fast_dev_run_from_the_command_line(tmp_path):
     assert (tmp_path / "run" / "results.json").exists()
     # It says what it is doing after training, and what to run next, as commands that run.
     log = (tmp_path / "run" / "run.log").read_text()
-    assert "projecting the 20 prototypes onto training examples" in log and "measuring prototype health" in log
+    assert "projecting the 50 prototypes onto training examples" in log and "measuring prototype health" in log
     assert f'explain a prediction: python explain.py ckpt_path={tmp_path / "run"} text="a sentence"' in result.stdout
     assert f"use the model: python predict.py model={tmp_path / 'run'} input_file=" in result.stdout
 

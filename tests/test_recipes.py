@@ -57,6 +57,8 @@ def test_default_similarity_and_encoder_learning_rate_are_the_studys_choices(mak
     assert lrs == {"backbone": 2e-4 if head == "prototype" else 1e-4, "head": 3e-3}
     if head == "prototype":
         assert model.head.similarity_kind == "cosine"
+        # 25 prototypes per class (cpu_main_table), K half of them: 50 prototypes for SST-2, K = 12.
+        assert (model.head.num_prototypes, model.objective.k) == (50, 12)
         # A replace projection is followed by one last-layer epoch (cpu_main_table: SST-5).
         assert (settings.project.mode, settings.project.last_layer_epochs) == ("replace", 1)
         settings = read_settings(make_config("backbone=tiny", "optim.backbone_lr=1e-4", "head.encoder_lr_scale=1"))

@@ -39,7 +39,7 @@ RUN_CASES = [
     ("optim.head_lr=abc", "optim.head_lr must be a number"),
     ("optim.head_lr=-1", "optim.head_lr=-1 must be a number in (0, inf)"),
     ("loss.k=1.5", "loss.k must be a whole number"),
-    ("loss.k=100", "loss.k=100 must be at most the 10 prototypes per class"),
+    ("loss.k=100", "loss.k=100 must be at most the 25 prototypes per class"),
     ("head.num_prototypes=25", "head.num_prototypes=25 must be a multiple of task sst2's 2 classes"),
     ("head.similarity=cosin", "head.similarity='cosin' is not one of"),
     ("trainer.max_steps=abc", "trainer.max_steps='abc' is not of the type Lightning's Trainer takes: int"),
