@@ -105,7 +105,7 @@ class PrototypeHeadConfig:
     name: str = "prototype"
     num_prototypes: int | None = None  # P, a multiple of the class count C; null: prototypes_per_class x C
     # 25 by evidence (10 until 2026-12-01): at the CPU main table's budget, over 3 seeds, 25 per class
-    # gained on QNLI (+0.068: every seed learned the pair task, where 10 left one at chance), MNLI
+    # gained on QNLI (+0.069: every seed learned the pair task, where 10 left one at chance), MNLI
     # and SST-2, and at the demo's +0.009 over 6 seeds (experiments/results/cpu_main_table, study_demo).
     prototypes_per_class: int = 25
     # cosine | inv_l2 (the paper's 1/(d+eps)) | log_l2 (ProtoPNet). Cosine by evidence: on SST-2 at
