@@ -80,7 +80,10 @@ def collect(dirs: list[Path]) -> tuple[list[dict], list[dict]]:
 def cell_keys(runs: list[dict]) -> list[str]:
     """task/backbone/head, plus every config key that differs between runs of the same
     task, backbone and head (so values derived from those, like a backbone's default learning
-    rate, do not make columns), seeds and output settings excluded."""
+    rate, do not make columns), seeds and output settings excluded. A key that some runs do not
+    record was added after they were made, with a default that keeps what they did: it differs
+    only where the runs that record it disagree (else every key added since would split old runs
+    from new ones)."""
     flat = [run_settings(r) for r in runs]
     groups = defaultdict(list)
     for f in flat:
@@ -90,7 +93,7 @@ def cell_keys(runs: list[dict]) -> list[str]:
     for key in sorted(keys):
         if key in FIRST_KEYS or key.startswith(IGNORED_PREFIXES):
             continue
-        if any(len({json.dumps(f.get(key), sort_keys=True) for f in group}) > 1 for group in groups.values()):
+        if any(len({json.dumps(f[key], sort_keys=True) for f in group if key in f}) > 1 for group in groups.values()):
             varying.append(key)
     return list(FIRST_KEYS) + varying
 

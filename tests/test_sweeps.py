@@ -363,3 +363,21 @@ def test_aggregate_keeps_linear_runs_together_across_settings_the_linear_head_ne
     linear = [r for r in rows if r["head.name"] == "linear"]
     assert len(linear) == 1 and linear[0]["main"]["n"] == 3 and linear[0]["project.last_layer_epochs"] is None
     assert len([r for r in rows if r["head.name"] == "prototype"]) == 2
+
+
+@pytest.mark.no_data
+def test_aggregate_does_not_split_runs_by_keys_added_after_some_of_them():
+    """Runs made before a key existed (no data.cache in their config) share a cell with later runs
+    that record its default; a key the later runs set to different values still splits them."""
+    from protolm.aggregate import aggregate
+
+    def record(seed, extra):
+        config = {"task": {"name": "sst2"}, "backbone": {"name": "minilm"}, "head": {"name": "prototype"}}
+        config["data"] = {"max_length": 64, **extra}
+        return {"config": config, "seed": seed, "metrics": {"test/acc": 0.8}, "selection": {"metric": "val/acc"}}
+
+    old = [record(1, {}), record(2, {})]
+    keys, rows = aggregate(old + [record(3, {"cache": True})])
+    assert "data.cache" not in keys and len(rows) == 1 and rows[0]["main"]["n"] == 3
+    keys, rows = aggregate(old + [record(3, {"cache": True}), record(4, {"cache": False})])
+    assert "data.cache" in keys and len(rows) == 3  # the old runs, cache on, cache off
