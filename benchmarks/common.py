@@ -61,15 +61,15 @@ def run_py_with(callback, overrides: list[str], repo: Path | None = None) -> Non
     import runpy
     import sys
 
-    import protolm.train
+    import protolm.training.train
 
-    build_callbacks = protolm.train.build_callbacks
+    build_callbacks = protolm.training.train.build_callbacks
 
     def with_callback(settings, ckpt_dir):
         callbacks, checkpoint = build_callbacks(settings, ckpt_dir)
         return [*callbacks, callback], checkpoint
 
-    protolm.train.build_callbacks = with_callback
+    protolm.training.train.build_callbacks = with_callback
     sys.argv = ["run.py", *overrides]
     runpy.run_path(str(Path(repo or Path(__file__).resolve().parents[1]) / "run.py"), run_name="__main__")
 

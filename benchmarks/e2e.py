@@ -56,9 +56,9 @@ def compose(overrides: list[str]):
 
 
 def build(cfg):
-    from protolm.assemble import build_datamodule, build_model
-    from protolm.backbone import load_tokenizer
     from protolm.config import read_settings
+    from protolm.modeling.backbone import load_tokenizer
+    from protolm.training.assemble import build_datamodule, build_model
 
     L.seed_everything(cfg.seed, verbose=False)
     settings = read_settings(cfg)
@@ -67,8 +67,8 @@ def build(cfg):
 
 
 def framework(cfg) -> dict:
-    from protolm.assemble import trainer_kwargs
     from protolm.config import read_settings
+    from protolm.training.assemble import trainer_kwargs
 
     dm, model = build(cfg)
     timer = StepTimer()
@@ -94,7 +94,7 @@ def hand_loop(cfg) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "cpu")
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    from protolm.optim import implementation
+    from protolm.training.optim import implementation
 
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.head_lr, **implementation(model.optim))
     loader = dm.train_dataloader()

@@ -55,8 +55,8 @@ def encoder(arch: str, smoke: bool):
 def batches(batch_size: int, length: int, n: int):
     from omegaconf import OmegaConf
 
-    from protolm.backbone import load_tokenizer
     from protolm.config import BackboneConfig, default_data_dir, section
+    from protolm.modeling.backbone import load_tokenizer
 
     minilm = Path(__file__).resolve().parents[1] / "conf" / "backbone" / "minilm.yaml"
     tok = load_tokenizer(section(OmegaConf.load(minilm), BackboneConfig))
@@ -76,13 +76,13 @@ def batches(batch_size: int, length: int, n: int):
 
 
 def run(head_name: str, args, device) -> dict:
-    from protolm.head import LinearHead, PrototypeHead
-    from protolm.losses import cohesion_separation
+    from protolm.modeling.head import LinearHead, PrototypeHead
+    from protolm.modeling.losses import cohesion_separation
 
     model, cfg = encoder(args.arch, args.smoke)
     if args.lora:
-        from protolm.backbone import with_lora
         from protolm.config import BackboneConfig
+        from protolm.modeling.backbone import with_lora
 
         model = with_lora(model, BackboneConfig(name=args.arch, pretrained=args.arch, peft="lora"))
     decoder = args.arch == "llama-1b"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import table, timeit, write  # noqa: E402
 from protolm import PrototypeHead  # noqa: E402
 from protolm.config import LossConfig  # noqa: E402
-from protolm.losses import cohesion_separation  # noqa: E402
+from protolm.modeling.losses import cohesion_separation  # noqa: E402
 
 
 def vectorised_step(head, hidden, mask, labels, k):

@@ -175,9 +175,9 @@ def hf_child(args) -> None:
 def _demo_training_set(args, work: Path) -> dict:
     """The `make demo` training sentences, as protolm selects them, written for the Trainer."""
     from benchmarks.e2e import compose
-    from protolm.backbone import load_tokenizer, resolve_source
     from protolm.config import read_settings
     from protolm.data.datamodule import TaskDataModule
+    from protolm.modeling.backbone import load_tokenizer, resolve_source
 
     settings = read_settings(compose(["experiment=demo", *args.common]))
     dm = TaskDataModule(settings.task, load_tokenizer(settings.backbone), settings.data, settings.seed)

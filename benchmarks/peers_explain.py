@@ -31,6 +31,8 @@ def _perturbation_scorer(kind: str, tokenizer, samples: int, per_eval: int):
     from captum._utils.models.linear_model import SkLearnRidge
     from captum.attr import KernelShap, Lime
 
+    from protolm.modeling import inference
+
     pad = tokenizer.pad_token_id
 
     def lime_kernel(original, perturbed, interpretable, **_):
@@ -49,7 +51,7 @@ def _perturbation_scorer(kind: str, tokenizer, samples: int, per_eval: int):
             inputs = {"input_ids": perturbed, "attention_mask": (perturbed != pad).long()}
             if types is not None:
                 inputs["token_type_ids"] = types.expand_as(perturbed)
-            return torch.softmax(model(inputs)["logits"].float(), -1)
+            return torch.softmax(inference.forward(model, inputs)["logits"].float(), -1)
 
         if kind == "lime":
             explainer = Lime(forward, interpretable_model=SkLearnRidge(alpha=1.0), similarity_func=lime_kernel)
@@ -76,24 +78,21 @@ def _perturbation_scorer(kind: str, tokenizer, samples: int, per_eval: int):
     return score
 
 
-def _dev_sentences(loaded, n: int):
-    """The first ``n`` examples of the split the run reported on, as the tools read it."""
-    from omegaconf import OmegaConf
-
-    from protolm.cli.tool import datamodule_for
-
-    split = datamodule_for(loaded, OmegaConf.create({})).role_split("test")
+def _dev_sentences(clf, n: int):
+    """The first ``n`` examples of the split the run reported on, as the commands read it."""
+    split = clf.datamodule().role_split("test")
     return split.subset(list(range(min(n, len(split)))))
 
 
 def _load(run_dir: str):
-    from protolm.checkpoint import load, shipped_checkpoint
+    from protolm.serving.classifier import load
 
-    return load(shipped_checkpoint(Path(run_dir), "--run"))
+    return load(Path(run_dir), key="--run")
 
 
 def explain(args) -> None:
-    from protolm.faithfulness import integrated_gradients_ranking, token_level
+    from protolm.explanations.rationales import integrated_gradients_ranking
+    from protolm.explanations.token_faithfulness import token_level
 
     torch.manual_seed(0)
     rows, measured = [], {}
@@ -110,7 +109,7 @@ def explain(args) -> None:
             "lime": _perturbation_scorer("lime", loaded.tokenizer, args.lime_samples, 50),
             "kernel_shap": _perturbation_scorer("kernel_shap", loaded.tokenizer, args.shap_samples, 50),
         }
-        builtin = ("attention", "contribution") if loaded.model.is_prototype else ()
+        builtin = ("attention", "contribution") if loaded.model.config.is_prototype else ()
         rationales = builtin + ("integrated_gradients", "lime", "kernel_shap", "random")
         rationales = tuple(r for r in rationales if r in args.rationales or r == "random")
         result = token_level(
@@ -121,7 +120,7 @@ def explain(args) -> None:
             removal="delete",
             target="predicted",
             batch_size=16,
-            max_length=loaded.config["data"]["max_length"],
+            max_length=loaded.max_length,
             rationales=rationales,
             scorers=scorers,
         )

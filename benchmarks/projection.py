@@ -4,9 +4,10 @@
     python benchmarks/projection.py --sizes 1000,10000      # quicker
 
 Time and peak extra memory (resident set size sampled during the pass, above what the process
-held before it) of one streaming `link` pass (a `replace` is two such passes), with the packaged
-MiniLM and a prototype head initialised from training embeddings; the streaming state is
-P x top_k whatever N is. Then the time per explained input (explain(), batch of one).
+held before it) of projection as training runs it: one encoder pass over the training split (the
+pooled embeddings every prototype stage shares: N x H floats, kept in a memory-mapped file above
+1 GiB), then a `link` projection from them, with the packaged MiniLM and a prototype head
+initialised from training embeddings. Then the time per explained input (explain(), batch of one).
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ class PeakRSS:
 
 
 def main():
-    from protolm.explain import explain
-    from protolm.projection import project
+    from protolm.explanations.describe import explain
+    from protolm.prototypes.features import encode_split
+    from protolm.prototypes.initial import init_prototypes_from_training_data
+    from protolm.prototypes.projection import project
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,67349")
@@ -83,13 +86,13 @@ def main():
                 f"head.prototypes_per_class={args.prototypes_per_class}",
             ]
         )
-        dm, model = build(cfg)
-        split = dm.role_split("train")
-        model.eval()
-        model.init_prototypes_from_training_data(dm)
+        dm, module = build(cfg)
+        split, model = dm.role_split("train"), module.model.eval()
+        init_prototypes_from_training_data(model, dm, seed=0)
         with PeakRSS() as memory:
             start = time.perf_counter()
-            record = project(model, dm, mode="link", top_k=args.top_k)
+            features = encode_split(model, dm, "train")
+            record = project(model, features, split, mode="link", top_k=args.top_k)
             seconds = time.perf_counter() - start
         rows.append(
             {

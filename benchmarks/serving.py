@@ -171,7 +171,7 @@ async def load(url: str, path: str, bodies: list[dict], concurrency: int) -> dic
 
 def bench_server(model_dir: Path, requests: int, concurrency: int, port: int) -> list[dict]:
     records = tempfile.mkdtemp(prefix="protolm-serve-")  # the server's .hydra records, not kept
-    command = [sys.executable, "serve.py", f"model={model_dir}", f"port={port}", "log_level=warning"]
+    command = [sys.executable, "-m", "protolm", "serve", f"model={model_dir}", f"port={port}", "log_level=warning"]
     process = subprocess.Popen([*command, f"hydra.run.dir={records}"], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

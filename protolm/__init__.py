@@ -13,16 +13,16 @@ import wrapt
 __version__ = "0.1.0"
 
 
-def _register_with_transformers(transformers_module) -> None:
+def _register_with_transformers(transformers_module=None) -> None:
     import sys
 
-    if any(
+    if "transformers" not in sys.modules or any(
         getattr(getattr(m, "__spec__", None), "_initializing", False)
         for n, m in list(sys.modules.items())
         if n.startswith("protolm.")
     ):
-        return  # transformers is being imported by protolm's own modules: protolm.hf registers when done
-    from protolm.hf import register
+        return  # transformers is imported by protolm's own modules: registered once they are (__getattr__)
+    from protolm.serving.registry import register
 
     register()
 
@@ -32,18 +32,18 @@ def _register_with_transformers(transformers_module) -> None:
 wrapt.register_post_import_hook(_register_with_transformers, "transformers")
 
 _LAZY = {
-    "PrototypeHead": "protolm.head",
-    "LinearHead": "protolm.head",
-    "cohesion_separation": "protolm.losses",
-    "PrototypeObjective": "protolm.losses",
-    "TaskObjective": "protolm.losses",
-    "ProtoLM": "protolm.model",
+    "PrototypeHead": "protolm.modeling.head",
+    "LinearHead": "protolm.modeling.head",
+    "cohesion_separation": "protolm.modeling.losses",
+    "PrototypeObjective": "protolm.modeling.losses",
+    "TaskObjective": "protolm.modeling.losses",
+    "ProtoLM": "protolm.training.module",
     "TaskDataModule": "protolm.data.datamodule",
-    "TaskSpec": "protolm.data.task",
-    "load": "protolm.api",  # protolm.load(path) -> Classifier: predict, explain
-    "Classifier": "protolm.api",
-    "ProtoLMConfig": "protolm.hf",  # through protolm.hf: importing it registers them with transformers
-    "ProtoLMForSequenceClassification": "protolm.hf",
+    "TaskSpec": "protolm.config.task",
+    "load": "protolm.serving.classifier",  # protolm.load(path) -> Classifier: predict, explain
+    "Classifier": "protolm.serving.classifier",
+    "ProtoLMConfig": "protolm.modeling.configuration_protolm",
+    "ProtoLMForSequenceClassification": "protolm.modeling.modeling_protolm",
 }
 
 __all__ = [*_LAZY]
@@ -53,5 +53,7 @@ def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        _register_with_transformers()  # what was imported may have imported transformers
+        return value
     raise AttributeError(f"module 'protolm' has no attribute {name!r}")

@@ -52,8 +52,8 @@ def make_config(tmp_path):
 def minilm_tokenizer():
     from omegaconf import OmegaConf
 
-    from protolm.backbone import load_tokenizer
     from protolm.config import BackboneConfig, section
+    from protolm.modeling.backbone import load_tokenizer
 
     return load_tokenizer(section(OmegaConf.load(CONF / "backbone" / "minilm.yaml"), BackboneConfig))
 
@@ -61,7 +61,7 @@ def minilm_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One trained tiny prototype model (sst2, projected by replacement, health checked), shared by tests."""
-    from protolm.train import train
+    from protolm.training.train import train
 
     run = tmp_path_factory.mktemp("tiny") / "run"
     overrides = [
@@ -76,6 +76,6 @@ def tiny_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_run):
-    from protolm.checkpoint import load
+    from protolm.serving.classifier import load
 
     return load(tiny_run / "checkpoints" / "projected.ckpt")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from protolm.resume import SaveOnInterrupt
+from protolm.training.resume import SaveOnInterrupt
 
 STEP = int(os.environ["PROTOLM_TEST_SIGINT_AT_STEP"])
 

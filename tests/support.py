@@ -11,8 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
-BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml") if not p.stem.startswith("_"))
+BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml") if not p.stem.startswith("_"))
 
 # Fast plumbing runs: the random tiny BERT, a handful of examples, no progress bar.
 TINY = [
@@ -65,8 +65,11 @@ def compose_config(run_dir: Path, overrides: list[str]):
     return cfg
 
 
+PROTOLM = ("-m", "protolm")  # run_cli(*PROTOLM, "explain", ...): the protolm command, as `protolm explain ...`
+
+
 def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a command-line entry point (run.py, explain.py, ...) as a user would."""
+    """Run a command-line entry point (``run.py``, or ``*PROTOLM, <command>``) as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
@@ -74,17 +77,17 @@ def run_cli(*args: str, cwd: Path = REPO, timeout: int = 600, env: dict | None =
 
 
 def run_here(script: str, *args: str, capsys, monkeypatch, env: dict | None = None):
-    """``python <script> <args>`` run by the script's own ``main`` in this process: what ``run_cli``
-    gives (exit code, stdout, stderr) without a new interpreter's start-up (seconds per call).
-    For commands whose process boundary is not under test (kills, imports, exit signals)."""
-    import importlib
+    """``python run.py <args>`` or ``protolm <command> <args>`` (script "protolm") run in this process:
+    what ``run_cli`` gives (exit code, stdout, stderr) without a new interpreter's start-up (seconds
+    per call). For commands whose process boundary is not under test (kills, imports, exit signals)."""
+    from protolm.cli import app
 
     monkeypatch.chdir(REPO)
-    monkeypatch.setattr(sys, "argv", [script, *args])
     for key, value in (env or {}).items():
         monkeypatch.setenv(key, value)
-    module = importlib.import_module(Path(script).stem)
-    main = module.one_line_config_errors(module.main) if script == "run.py" else module.main
+    argv = ["train", *args] if script == "run.py" else list(args)
+    monkeypatch.setattr(sys, "argv", ["protolm", *argv])
+    main = app.main
     code = 0
     try:
         main()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from protolm.checkpoint import load
-from protolm.errors import CheckpointError
-from tests.support import REPO, TINY, assert_clean_failure, run_here
+from protolm.serving.classifier import load
+from protolm.utils.errors import CheckpointError
+from tests.support import PROTOLM, REPO, TINY, assert_clean_failure, run_here
 
 
 class Evil:
@@ -33,7 +33,7 @@ def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path, ca
         load(path)
     for tool in (
         ["run.py", *TINY, f"ckpt_path={path}", f"hydra.run.dir={tmp_path}/run"],
-        ["explain.py", f"ckpt_path={path}", "text=hello", f"hydra.run.dir={tmp_path}/explain"],
+        ["protolm", "explain", f"ckpt_path={path}", "text=hello", f"hydra.run.dir={tmp_path}/explain"],
     ):
         assert_clean_failure(run_here(*tool, capsys=capsys, monkeypatch=monkeypatch), str(path))
     assert not marker.exists()
@@ -51,14 +51,14 @@ def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, 
         (truncated, "truncated or foreign"),
         (text, "truncated or foreign"),
         (foreign, "not written by protolm"),
-        (tmp_path / "missing.ckpt", "does not exist"),
+        (tmp_path / "missing.ckpt", "no such file or directory"),
     ):
         with pytest.raises(CheckpointError, match=message) as err:
             load(path)
         assert str(path) in str(err.value)
     here = {"capsys": capsys, "monkeypatch": monkeypatch}
     assert_clean_failure(
-        run_here("evaluate.py", f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/e", **here), str(truncated)
+        run_here("protolm", "evaluate", f"model={truncated}", f"hydra.run.dir={tmp_path}/e", **here), str(truncated)
     )
     assert_clean_failure(
         run_here("run.py", *TINY, f"ckpt_path={truncated}", f"hydra.run.dir={tmp_path}/r", **here), str(truncated)
@@ -67,7 +67,7 @@ def test_truncated_and_foreign_checkpoints_get_errors_naming_the_file(tiny_run, 
 
 SAVER = """
 import itertools, sys, torch
-from protolm.checkpoint_io import AtomicCheckpointIO
+from protolm.training.checkpoint_io import AtomicCheckpointIO
 io = AtomicCheckpointIO()
 for i in itertools.count():
     io.save_checkpoint({"step": i, "blob": torch.full((6_000_000,), float(i))}, sys.argv[1])
@@ -99,7 +99,8 @@ def digest(folder: Path) -> dict:
 
 def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path, capsys, monkeypatch):
     def run_cli(*args):
-        return run_here(*args, capsys=capsys, monkeypatch=monkeypatch)
+        command = ("protolm",) + args[len(PROTOLM) :] if args[: len(PROTOLM)] == PROTOLM else args
+        return run_here(*command, capsys=capsys, monkeypatch=monkeypatch)
 
     before = digest(tiny_run)
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
@@ -111,10 +112,10 @@ def test_failing_commands_destroy_nothing_already_written(tiny_run, tmp_path, ca
         "/nonexistent/sst2/train.tsv",
     )
     out = tmp_path / "explained"
-    assert run_cli("explain.py", f"ckpt_path={ckpt}", "text=fine", f"hydra.run.dir={out}").returncode == 0
+    assert run_cli(*PROTOLM, "explain", f"model={ckpt}", "text=fine", f"hydra.run.dir={out}").returncode == 0
     first = digest(out)
     assert_clean_failure(
-        run_cli("explain.py", f"ckpt_path={ckpt}", "text=other", f"hydra.run.dir={out}"), "already holds"
+        run_cli(*PROTOLM, "explain", f"model={ckpt}", "text=other", f"hydra.run.dir={out}"), "already holds"
     )
     # Failed commands add their own record (.hydra/<time>/, error.txt, run.log lines) beside;
     # nothing that was there changes.

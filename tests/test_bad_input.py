@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protolm.config import DataConfig
+from protolm.config.task import TaskSpec
 from protolm.data.datamodule import TaskDataModule
-from protolm.data.task import TaskSpec
-from protolm.errors import ConfigError, DataError
-from protolm.explain import explain
+from protolm.explanations.describe import explain
+from protolm.utils.errors import ConfigError, DataError
 from tests.support import toy_task
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.support import run_cli
+from tests.support import PROTOLM, run_cli
 
 
 def test_head_benchmark_checks_both_implementations_agree(tmp_path):
@@ -31,7 +31,7 @@ def test_gpu_benchmark_smoke_runs_on_any_device(arch, tmp_path):
 def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tmp_path):
     model = tmp_path / "model"
     exported = run_cli(
-        "export.py", f"ckpt_path={tiny_run}", f"out={model}", "onnx=true", f"hydra.run.dir={tmp_path / 'log'}"
+        *PROTOLM, "export", f"model={tiny_run}", f"out={model}", "onnx=true", f"hydra.run.dir={tmp_path / 'log'}"
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     args = ["--examples", "8", "--rounds", "1", "--requests", "12", "--concurrency", "3", "--port", "0"]

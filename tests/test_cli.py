@@ -47,8 +47,8 @@ def test_backbone_configs_compose_with_their_hub_ids(name, make_config):
 @pytest.mark.no_data
 def test_any_hub_encoder_by_pretrained(make_config):
     cfg = make_config("backbone=hf", "backbone.pretrained=google-bert/bert-base-cased")
-    from protolm.backbone import resolve_source
     from protolm.config import BackboneConfig, section
+    from protolm.modeling.backbone import resolve_source
 
     assert resolve_source(section(cfg.backbone, BackboneConfig)) == "google-bert/bert-base-cased"
     # Overriding pretrained on the packaged MiniLM config must not silently load MiniLM.
@@ -110,15 +110,19 @@ def test_fast_dev_run_from_the_command_line(tmp_path):
     assert (tmp_path / "run" / "results.json").exists()
     # It says what it is doing after training, and what to run next, as commands that run.
     log = (tmp_path / "run" / "run.log").read_text()
-    assert "projecting the 50 prototypes onto training examples" in log and "measuring prototype health" in log
-    assert f'explain a prediction: python explain.py ckpt_path={tmp_path / "run"} text="a sentence"' in result.stdout
-    assert f"use the model: python predict.py model={tmp_path / 'run'} input_file=" in result.stdout
+    assert "projecting the 50 prototypes onto 32 training examples" in log and "measuring prototype health" in log
+    assert f'explain a prediction: protolm explain model={tmp_path / "run"} text="a sentence"' in result.stdout
+    assert f"use the model: protolm predict model={tmp_path / 'run'} input_file=" in result.stdout
 
 
 HELP_CHECK = """import runpy, sys
-sys.argv = [{script!r}, "--help"]
+sys.argv = {argv!r}
 try:
-    runpy.run_path({script!r}, run_name="__main__")
+    if sys.argv[0] == "run.py":
+        runpy.run_path("run.py", run_name="__main__")
+    else:
+        from protolm.cli.app import main
+        main()
 except SystemExit as exit_:
     assert exit_.code in (0, None), exit_.code
 print("torch imported:", "torch" in sys.modules)
@@ -127,11 +131,27 @@ print("torch imported:", "torch" in sys.modules)
 
 @pytest.mark.no_data
 @pytest.mark.parametrize(
-    "script", ["run.py", "explain.py", "project.py", "health.py", "evaluate.py", "export.py", "predict.py", "serve.py"]
+    "command", ["run.py", "train", "explain", "project", "health", "evaluate", "export", "predict", "serve"]
 )
-def test_help_lists_the_options_without_loading_torch(script):
-    result = run_cli("-c", HELP_CHECK.format(script=script))
+def test_help_lists_every_key_without_loading_torch(command):
+    argv = [command, "--help"] if command == "run.py" else ["protolm", command, "--help"]
+    result = run_cli("-c", HELP_CHECK.format(argv=argv))
     assert result.returncode == 0, result.stderr
-    listing = "Config groups (group=option):" if script == "run.py" else "Options (key=value) and their defaults:"
-    assert listing in result.stdout and f"python {script} --cfg job" in result.stdout
+    assert "Keys (key=default  (type)  meaning):" in result.stdout
+    shown = "python run.py" if command == "run.py" else f"protolm {command}"
+    assert f"{shown} --cfg job" in result.stdout or (command == "run.py" and "run.py --cfg job" in result.stdout)
     assert "torch imported: False" in result.stdout  # what makes --help answer at once
+    if command in ("run.py", "train"):  # every section's keys, each with its meaning
+        assert "Config groups (group=option):" in result.stdout
+        assert "  head.similarity=cosine  (str)  cosine | inv_l2" in result.stdout
+        assert "  optim.head_lr=0.003  (float)  the head's learning rate" in result.stdout
+    else:
+        assert "  model=null  (str | None)  the trained model: a run directory" in result.stdout
+
+
+@pytest.mark.no_data
+def test_protolm_lists_its_commands_and_refuses_an_unknown_one():
+    listing = run_cli("-m", "protolm", "--help")
+    assert listing.returncode == 0 and all(f"  {c} " in listing.stdout for c in ("train", "explain", "serve"))
+    result = run_cli("-m", "protolm", "explian")
+    assert_clean_failure(result, "unknown command 'explian' (did you mean 'explain'?)")

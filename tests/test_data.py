@@ -8,10 +8,10 @@ import torch
 import yaml
 
 from protolm.config import DataConfig, default_data_dir
+from protolm.config.task import TaskSpec
 from protolm.data.datamodule import TaskDataModule
 from protolm.data.sampling import LengthGroupedSampler
-from protolm.data.task import TaskSpec
-from protolm.errors import ConfigError, DataError
+from protolm.utils.errors import ConfigError, DataError
 from tests.support import CONF, TASKS, toy_task
 
 DATA = Path(default_data_dir())

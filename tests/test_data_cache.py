@@ -12,7 +12,7 @@ import os
 import pytest
 
 from protolm.config import DataConfig
-from protolm.data import build
+from protolm.data import encoding
 from protolm.data.datamodule import TaskDataModule
 from tests.support import toy_task
 
@@ -47,7 +47,7 @@ def refuse_to_encode(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("encoded again although the cache holds the result")
 
-    monkeypatch.setattr(build, "encode", refuse)
+    monkeypatch.setattr(encoding, "encode", refuse)
 
 
 def test_a_second_run_reads_the_cache_and_gets_the_same_examples(tmp_path, task, minilm_tokenizer, monkeypatch):
@@ -111,17 +111,17 @@ def test_cache_off_writes_nothing_to_the_cache_dir(tmp_path, task, minilm_tokeni
 
 
 def test_a_failed_build_leaves_no_entry_and_the_next_run_builds_it(tmp_path, task, minilm_tokenizer, monkeypatch):
-    encode = build.encode
+    encode = encoding.encode
 
     def crash(*args, **kwargs):
         encode(*args, **kwargs)  # the Arrow file is written, then the build fails before its record
         raise RuntimeError("killed while encoding")
 
-    monkeypatch.setattr(build, "encode", crash)
+    monkeypatch.setattr(encoding, "encode", crash)
     with pytest.raises(RuntimeError, match="killed while encoding"):
         module(tmp_path, task, minilm_tokenizer).role_split("train")
     assert entries(tmp_path, "role") == []
-    monkeypatch.setattr(build, "encode", encode)
+    monkeypatch.setattr(encoding, "encode", encode)
     assert len(module(tmp_path, task, minilm_tokenizer).role_split("train")) == 39
 
 
@@ -136,14 +136,14 @@ def test_the_training_fingerprint_is_the_digest_resumed_checkpoints_hold(tmp_pat
 
 def _build_in_a_process(tmp_path, task, tokenizer, log):
     """One of several processes asking for the same entry at once; appends its pid to ``log`` if it encodes."""
-    encode = build.encode
+    encode = encoding.encode
 
     def logged(*args, **kwargs):
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\n")
         return encode(*args, **kwargs)
 
-    build.encode = logged
+    encoding.encode = logged
     split = module(tmp_path, task, tokenizer).role_split("train")
     with open(log.with_suffix(".done"), "a") as f:
         f.write(json.dumps([list(split.texts), split.fingerprint]) + "\n")

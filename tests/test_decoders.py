@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from protolm.assemble import build_model
-from protolm.backbone import LORA_TARGETS, load_tokenizer
-from protolm.checkpoint import load
 from protolm.config import read_settings
 from protolm.data.collate import PadCollator
-from protolm.errors import CheckpointError, ConfigError
-from tests.support import BACKBONES, run_cli
+from protolm.modeling.backbone import LORA_TARGETS, load_tokenizer
+from protolm.serving.classifier import load
+from protolm.training.assemble import build_model
+from protolm.utils.errors import CheckpointError, ConfigError
+from tests.support import BACKBONES, PROTOLM, run_cli
 
 DECODERS = ["tiny-llama", "tiny-qwen2", "tiny-gpt2"]
 SMALL = [
@@ -48,7 +48,7 @@ def pretrained_llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, pretrained_llama):
     """LoRA on pretrained (not randomly initialised) weights: what a user of a hub model trains."""
-    from protolm.train import train
+    from protolm.training.train import train
     from tests.support import compose_config
 
     run = tmp_path_factory.mktemp("lora") / "run"
@@ -80,12 +80,12 @@ def test_lora_trains_only_the_adapters_and_the_head(lora_run):
 
     saved = torch.load(results["shipped_checkpoint"], weights_only=True)
     before = initial.state_dict()
-    encoder_keys = [k for k in before if k.startswith("encoder.")]
+    encoder_keys = [k for k in before if k.startswith("model.encoder.")]
     frozen = [k for k in encoder_keys if "lora_" not in k]
     # The checkpoint holds the adapters and the head; the frozen weights are read from backbone.pretrained.
     assert frozen and not set(frozen) & set(saved["state_dict"])
-    assert saved["protolm"]["encoder_weights_from"] == settings.backbone.pretrained
-    trained = load(results["shipped_checkpoint"]).model.state_dict()
+    assert saved["protolm"]["encoder"]["weights_from"] == settings.backbone.pretrained
+    trained = {f"model.{k}": v for k, v in load(results["shipped_checkpoint"]).model.state_dict().items()}
     assert all(torch.equal(trained[k], before[k]) for k in frozen)
     lora_b = [k for k in encoder_keys if "lora_B" in k]
     assert lora_b and all(not torch.equal(trained[k], before[k]) for k in lora_b)  # B starts at 0, then learns
@@ -106,12 +106,12 @@ def test_a_lora_checkpoint_without_its_pretrained_weights_says_where_it_looked(l
 @pytest.mark.slow  # two or more commands' start-ups; the default suite trains and loads LoRA already
 def test_a_lora_run_explains_and_evaluates_from_its_checkpoint(lora_run, tmp_path):
     explained = run_cli(
-        "explain.py", f"ckpt_path={lora_run}", "text=a gorgeous film", f"hydra.run.dir={tmp_path / 'e'}"
+        *PROTOLM, "explain", f"model={lora_run}", "text=a gorgeous film", f"hydra.run.dir={tmp_path / 'e'}"
     )
     assert explained.returncode == 0, explained.stderr[-2000:]
     record = json.loads((tmp_path / "e" / "explanations.jsonl").read_text().splitlines()[0])
     assert record["tokens"] == ["a", " gorgeous", " film"]  # byte-level BPE shown as the text's words
-    evaluated = run_cli("evaluate.py", f"ckpt_path={lora_run}", f"hydra.run.dir={tmp_path / 'v'}")
+    evaluated = run_cli(*PROTOLM, "evaluate", f"model={lora_run}", f"hydra.run.dir={tmp_path / 'v'}")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
 
 
@@ -123,7 +123,7 @@ def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
     import protolm  # noqa: F401  (registers the Auto classes)
 
     out = tmp_path / "model"
-    result = run_cli("export.py", f"ckpt_path={lora_run}", f"out={out}", f"hydra.run.dir={tmp_path / 'log'}")
+    result = run_cli(*PROTOLM, "export", f"model={lora_run}", f"out={out}", f"hydra.run.dir={tmp_path / 'log'}")
     assert result.returncode == 0, result.stderr[-2000:]
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         assert not [k for k in f.keys() if "lora_" in k or "base_model" in k]  # a plain Llama's weights
@@ -132,7 +132,7 @@ def test_an_exported_lora_model_has_its_adapters_merged(lora_run, tmp_path):
     batch = AutoTokenizer.from_pretrained(out)(texts, padding=True, return_tensors="pt")
     reference = load(json.loads((lora_run / "results.json").read_text())["shipped_checkpoint"]).model
     with torch.no_grad():
-        torch.testing.assert_close(exported(**batch).logits, reference(dict(batch))["logits"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(exported(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=1e-4)
 
 
 def test_plan_counts_what_the_run_trains_and_leaves_nothing_behind(lora_run, tmp_path):

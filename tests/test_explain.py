@@ -1,16 +1,18 @@
 """explain.py on a trained checkpoint: console, explanations.jsonl, and an HTML page a browser renders."""
 
-import dataclasses
 import json
 import shutil
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from protolm.errors import CheckpointError, DataError
-from protolm.explain import explain, require_projection
-from tests.support import run_cli, run_here
+from protolm.explanations.describe import explain
+from protolm.modeling.inference import forward
+from protolm.modeling.saved import require_projection
+from protolm.utils.errors import CheckpointError, DataError
+from tests.support import PROTOLM, run_cli, run_here
 
 FIELDS = {"text", "prediction", "probs", "tokens", "attention", "prototypes"}
 PROTOTYPE_FIELDS = {"prototype_id", "class", "similarity", "contribution", "nearest_examples"}
@@ -27,7 +29,7 @@ def test_explanation_fields_and_consistency(tiny_loaded):
     contributions = [p["contribution"] for p in e["prototypes"]]
     assert contributions == sorted(contributions, reverse=True)
     # contribution = similarity x weight from that prototype to the predicted class
-    predicted = model.task_info.labels.index(e["prediction"])
+    predicted = model.config.class_names().index(e["prediction"])
     for p in e["prototypes"]:
         weight = float(model.head.last_layer.weight[predicted, p["prototype_id"]].detach())
         assert p["contribution"] == pytest.approx(p["similarity"] * weight, rel=1e-5)
@@ -35,7 +37,7 @@ def test_explanation_fields_and_consistency(tiny_loaded):
     # The explanation's numbers are the model's own.
     enc = tok(["an unforgettable, moving film"], return_tensors="pt")
     with torch.no_grad():
-        probs = torch.softmax(model(dict(enc))["logits"], -1)[0]
+        probs = torch.softmax(forward(model, dict(enc))["logits"], -1)[0]
     assert e["probs"]["positive"] == pytest.approx(float(probs[1]), rel=1e-5)
 
 
@@ -47,7 +49,7 @@ def test_sub_words_merge_into_whole_words(tiny_loaded):
 def test_explain_cli_writes_jsonl_and_html(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     result = run_cli(
-        "explain.py", f"ckpt_path={ckpt}", 'text=a warm, funny (and "sharp") film', f"hydra.run.dir={tmp_path}"
+        *PROTOLM, "explain", f"model={ckpt}", 'text=a warm, funny (and "sharp") film', f"hydra.run.dir={tmp_path}"
     )
     assert result.returncode == 0, result.stderr
     assert "prediction:" in result.stdout and "nearest training examples" in result.stdout
@@ -60,44 +62,45 @@ def test_explain_cli_writes_jsonl_and_html(tiny_run, tmp_path):
 
 def test_explain_cli_input_file_and_split(tiny_run, tmp_path, capsys, monkeypatch):
     def run_cli(*args):
-        return run_here(*args, capsys=capsys, monkeypatch=monkeypatch)
+        return run_here("protolm", *args[len(PROTOLM) :], capsys=capsys, monkeypatch=monkeypatch)
 
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("great acting\n\nterrible plot\n")
-    result = run_cli("explain.py", f"ckpt_path={ckpt}", f"input_file={inputs}", f"hydra.run.dir={tmp_path}/a")
+    result = run_cli(*PROTOLM, "explain", f"model={ckpt}", f"input_file={inputs}", f"hydra.run.dir={tmp_path}/a")
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / "a" / "explanations.jsonl").read_text().splitlines()) == 2
-    result = run_cli("explain.py", f"ckpt_path={ckpt}", "split=test", "max_inputs=4", f"hydra.run.dir={tmp_path}/b")
+    result = run_cli(*PROTOLM, "explain", f"model={ckpt}", "split=test", "max_inputs=4", f"hydra.run.dir={tmp_path}/b")
     assert result.returncode == 0, result.stderr
     assert len((tmp_path / "b" / "explanations.jsonl").read_text().splitlines()) == 4
 
 
 def test_explain_without_projection_says_how_to_project(tiny_run, tmp_path, capsys, monkeypatch):
-    ckpt = f"ckpt_path={tiny_run / 'checkpoints' / 'last.ckpt'}"
+    ckpt = f"model={tiny_run / 'checkpoints' / 'last.ckpt'}"
     result = run_here(
-        "explain.py", ckpt, "text=fine", f"hydra.run.dir={tmp_path}", capsys=capsys, monkeypatch=monkeypatch
+        "protolm", "explain", ckpt, "text=fine", f"hydra.run.dir={tmp_path}", capsys=capsys, monkeypatch=monkeypatch
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "has no prototype projection" in result.stderr and "python project.py ckpt_path=" in result.stderr
+    assert "has no prototype projection" in result.stderr and "protolm project model=" in result.stderr
 
 
 def test_pair_task_needs_the_second_text(tiny_loaded):
     model = tiny_loaded.model
-    model.task_info = dataclasses.replace(model.task_info, pair=True)
+    model.config.text_pair = True
     try:
         with pytest.raises(DataError, match="text_pair"):
             explain(model, tiny_loaded.tokenizer, ["only one text"])
     finally:
-        model.task_info = dataclasses.replace(model.task_info, pair=False)
+        model.config.text_pair = False
 
 
 def test_require_projection_refuses_linear_and_unprojected(tiny_loaded):
-    class Linear:
-        is_prototype = False
-
+    linear = types.SimpleNamespace(config=types.SimpleNamespace(is_prototype=False), prototypes=None)
     with pytest.raises(CheckpointError, match="linear head"):
-        require_projection(Linear(), "x.ckpt")
+        require_projection(linear, "x.ckpt")
+    unprojected = types.SimpleNamespace(config=types.SimpleNamespace(is_prototype=True), prototypes=None)
+    with pytest.raises(CheckpointError, match="no prototype projection"):
+        require_projection(unprojected, "x.ckpt")
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -110,7 +113,7 @@ def test_html_page_renders_in_a_real_headless_browser(tiny_run, tmp_path):
     from playwright.sync_api import sync_playwright
 
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
-    result = run_cli("explain.py", f"ckpt_path={ckpt}", "split=test", "max_inputs=3", f"hydra.run.dir={tmp_path}")
+    result = run_cli(*PROTOLM, "explain", f"model={ckpt}", "split=test", "max_inputs=3", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     page_path = Path(tmp_path / "explanations.html")
     problems = []

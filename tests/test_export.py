@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from protolm.api import load as load_classifier
-from protolm.errors import ConfigError, DataError
-from protolm.export import export_model
-from tests.support import TINY, assert_clean_failure, compose_config, data_dir, run_cli, run_here
+from protolm.serving.classifier import load as load_classifier
+from protolm.serving.export import export_model
+from protolm.utils.errors import ConfigError, DataError
+from tests.support import PROTOLM, TINY, assert_clean_failure, compose_config, data_dir, run_cli, run_here
 
 SENTENCES = ["a gripping , beautifully acted film", "dull and far too long", "it is what it is", "not bad at all"]
 
@@ -19,7 +19,7 @@ SENTENCES = ["a gripping , beautifully acted film", "dull and far too long", "it
 def exported(tiny_run, tmp_path_factory):
     """tiny_run exported through the command line, as a user would."""
     out = tmp_path_factory.mktemp("export") / "model"
-    result = run_cli("export.py", f"ckpt_path={tiny_run}", f"out={out}", f"hydra.run.dir={out.parent / 'log'}")
+    result = run_cli(*PROTOLM, "export", f"model={tiny_run}", f"out={out}", f"hydra.run.dir={out.parent / 'log'}")
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
@@ -39,7 +39,7 @@ def test_export_writes_a_transformers_model_directory(exported, tiny_loaded):
     assert (
         config["auto_map"]["AutoModelForSequenceClassification"] == "modeling_protolm.ProtoLMForSequenceClassification"
     )
-    assert config["encoder"]["_name_or_path"] == tiny_loaded.config["backbone"]["pretrained"]  # not a local path
+    assert config["encoder"]["_name_or_path"] == tiny_loaded.training["config"]["backbone"]["pretrained"]  # not local
     prototypes = json.loads((exported / "prototypes.json").read_text())["prototypes"]
     assert len(prototypes) == tiny_loaded.model.head.num_prototypes
     card = (exported / "README.md").read_text()
@@ -51,14 +51,14 @@ def test_a_fresh_process_loads_the_export_with_the_checkpoints_logits(exported, 
     script = f"""
 import json, sys, torch, protolm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
-from protolm.checkpoint import load
+from protolm.serving.classifier import load
 texts = {SENTENCES!r}
 model = AutoModelForSequenceClassification.from_pretrained({str(exported)!r})
 enc = AutoTokenizer.from_pretrained({str(exported)!r})(texts, padding=True, return_tensors="pt")
 reference = load({str(tiny_run / "checkpoints" / "projected.ckpt")!r})
 with torch.no_grad():
     logits = model.eval()(**enc).logits
-    expected = reference.model(dict(enc))["logits"]
+    expected = reference.model(**enc).logits
 labels = [r["label"] for r in pipeline("text-classification", model={str(exported)!r})(texts)]
 explained = protolm.load({str(exported)!r}).explain(texts[:2], top_k=2)
 proto = pipeline("prototype-text-classification", model={str(exported)!r})(texts[0])
@@ -66,7 +66,7 @@ print(json.dumps({{
     "type": type(model).__name__,
     "max_diff": float((logits - expected).abs().max()),
     "labels": labels,
-    "expected_labels": [reference.model.task_info.labels[i] for i in expected.argmax(-1).tolist()],
+    "expected_labels": [reference.labels[i] for i in expected.argmax(-1).tolist()],
     "nearest": [n["text"] for e in explained for p in e["prototypes"] for n in p["nearest_examples"]],
     "pipeline": {{k: proto[k] for k in ("label", "score")}},
     "pipeline_prototypes": len(proto["prototypes"]), "pipeline_tokens": proto["tokens"],
@@ -122,7 +122,7 @@ def test_load_accepts_a_run_a_checkpoint_and_an_export_alike(exported, tiny_run)
 
 
 def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported, tmp_path):
-    from protolm.errors import CheckpointError
+    from protolm.utils.errors import CheckpointError
 
     for missing in (tmp_path / "nowhere", "./nowhere", "runs/x.ckpt"):
         with pytest.raises(CheckpointError):
@@ -143,7 +143,7 @@ def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported, tmp_path)
 
 def test_explaining_leaves_every_module_in_the_mode_it_had(tiny_loaded):
     """A training module mid-epoch (its encoder frozen in eval mode) explained, then training on."""
-    from protolm.explain import explain
+    from protolm.explanations.describe import explain
 
     model = tiny_loaded.model
     model.train()
@@ -172,12 +172,16 @@ print(light, AutoConfig.for_model("protolm").model_type, "prototype-text-classif
 
 
 def test_training_module_and_transformers_model_are_one_model(tiny_loaded):
-    """to_transformers() wraps the same modules (no copy), so both compute the same thing."""
-    model = tiny_loaded.model
-    net = model.to_transformers()
-    assert net.head is model.head and net.encoder is model.encoder
-    assert set(net.state_dict()) == {k for k in model.state_dict() if k.startswith(("encoder.", "head."))}
+    """The training module holds the transformers model itself (no copy), so both compute the same thing."""
+    from protolm.config import OptimConfig
+    from protolm.training.module import ProtoLM
+
+    net = tiny_loaded.model
+    model = ProtoLM(net, objective=None, optim=OptimConfig())
+    assert model.model is net and model.head is net.head and model.encoder is net.encoder
+    assert {k.removeprefix("model.") for k in model.state_dict() if k.startswith("model.")} == set(net.state_dict())
     enc = tiny_loaded.tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    net.eval()
     with torch.no_grad():
         out, expected = net(**enc), model(dict(enc))
     assert torch.equal(out.logits, expected["logits"]) and torch.equal(out.similarities, expected["similarities"])
@@ -203,32 +207,32 @@ def test_export_replaces_only_an_earlier_export_and_only_when_asked(tiny_loaded,
 
 def test_push_to_hub_without_the_hub_fails_fast_and_writes_nothing(tiny_run, tmp_path, capsys, monkeypatch):
     out = tmp_path / "model"
-    args = [f"ckpt_path={tiny_run}", f"out={out}", "push_to_hub=true", "repo_id=someone/model"]
+    args = [f"model={tiny_run}", f"out={out}", "push_to_hub=true", "repo_id=someone/model"]
     here = {"capsys": capsys, "monkeypatch": monkeypatch, "env": {"HF_HUB_OFFLINE": "1"}}
-    result = run_here("export.py", *args, f"hydra.run.dir={tmp_path / 'log'}", **here)
+    result = run_here("protolm", "export", *args, f"hydra.run.dir={tmp_path / 'log'}", **here)
     assert_clean_failure(result, "hub cannot be reached", "nothing was uploaded")
     assert len((result.stdout + result.stderr).strip().splitlines()) == 1
     assert not out.exists()
 
 
 def test_a_linear_model_exports_and_predicts_but_does_not_explain(tmp_path):
-    from protolm.checkpoint import load, shipped_checkpoint
-    from protolm.train import train
+    from protolm.training.train import train
+    from protolm.utils.errors import CheckpointError
 
     run = tmp_path / "linear"
     train(compose_config(run, [*TINY, "head=linear", "trainer.max_epochs=1"]))
-    out = export_model(load(shipped_checkpoint(run, "run")), tmp_path / "model")
+    out = export_model(load_classifier(run), tmp_path / "model")
     assert not (out / "prototypes.json").exists()
     clf = load_classifier(out)
     assert clf.model.config.head_type == "linear" and len(clf.predict(SENTENCES)) == len(SENTENCES)
-    with pytest.raises(DataError, match="linear head"):
+    with pytest.raises(CheckpointError, match="linear head"):
         clf.explain(SENTENCES)
 
 
 @pytest.mark.no_data
 def test_meta_device_construction_needs_no_tensor_values():
     """transformers builds models on the meta device before loading weights: the head must build there."""
-    from protolm.head import PrototypeHead
+    from protolm.modeling.head import PrototypeHead
 
     with torch.device("meta"):
         head = PrototypeHead(8, num_prototypes=4, num_classes=2, prototype_class=[0, 1, 1, 0])
@@ -244,7 +248,7 @@ def test_onnx_export_matches_pytorch_on_real_inputs(exported, tmp_path):
     import numpy as np
     import onnxruntime
 
-    from protolm.onnx import export_onnx
+    from protolm.serving.onnx import export_onnx
 
     model_dir = shutil.copytree(exported, tmp_path / "model")
     path = export_onnx(model_dir)

@@ -5,14 +5,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from protolm.assemble import build_head, build_model, build_objective
 from protolm.config import read_settings
 from protolm.data.datamodule import Split
-from protolm.faithfulness import prototype_level, token_level
-from protolm.model import ProtoLM, TaskInfo
+from protolm.explanations.prototype_faithfulness import prototype_level
+from protolm.explanations.token_faithfulness import token_level
+from protolm.modeling.configuration_protolm import ProtoLMConfig
+from protolm.modeling.inference import forward
+from protolm.modeling.modeling_protolm import ProtoLMForSequenceClassification
+from protolm.training.assemble import build_model, configured_head
 from tests.support import run_here
 
 KEYWORD = "excellent"
@@ -39,14 +41,10 @@ def keyword_model(make_config, minilm_tokenizer):
         make_config("backbone=tiny", "head.num_prototypes=2", "head.prototype_init=random", "head.similarity=inv_l2")
     )
     encoder = KeywordEncoder(minilm_tokenizer.convert_tokens_to_ids(KEYWORD))
-    head = build_head(settings, encoder.config.hidden_size)
-    model = ProtoLM(
-        encoder,
-        head,
-        build_objective(settings, head),
-        settings.optim,
-        TaskInfo(name="toy", num_classes=2, regression=False, labels=["no", "yes"], pair=False),
-    ).eval()
+    head = configured_head(settings, encoder.config.hidden_size)
+    labels = {"id2label": {0: "no", 1: "yes"}, "label2id": {"no": 0, "yes": 1}}
+    config = ProtoLMConfig(encoder={}, head=head.architecture(), task="toy", **labels)
+    model = ProtoLMForSequenceClassification(config, encoder=encoder, head=head).eval()
     with torch.no_grad():
         head = model.head
         head.pooling.proj.weight.copy_(torch.eye(8))
@@ -83,7 +81,7 @@ def loader(model, tokenizer, texts, labels):
 def test_the_keyword_model_behaves_as_designed(keyword_model, minilm_tokenizer):
     batch = loader(keyword_model, minilm_tokenizer, SENTENCES, [1, 1, 0, 0])[0]
     with torch.no_grad():
-        out = keyword_model(batch)
+        out = forward(keyword_model, batch)
     assert out["logits"].argmax(-1).tolist() == [1, 1, 0, 0]
     keyword_id = minilm_tokenizer.convert_tokens_to_ids(KEYWORD)
     top = out["attention"][:2].argmax(-1)
@@ -106,7 +104,7 @@ def test_token_level_on_a_model_that_depends_on_one_known_token(keyword_model, m
 
 
 def test_contribution_is_the_pooled_gradient_times_input_and_finds_the_keyword(keyword_model, minilm_tokenizer):
-    from protolm.faithfulness import contribution_ranking
+    from protolm.explanations.rationales import contribution_ranking
 
     batch = loader(keyword_model, minilm_tokenizer, SENTENCES, [1, 1, 0, 0])[0]
     targets = torch.tensor([1, 1, 0, 0])
@@ -133,7 +131,7 @@ def test_contribution_is_the_pooled_gradient_times_input_and_finds_the_keyword(k
 def test_prototype_level_known_answers(keyword_model, minilm_tokenizer):
     data = loader(keyword_model, minilm_tokenizer, SENTENCES, [1, 1, 0, 0])
     with torch.no_grad():
-        full = torch.softmax(keyword_model(data[0])["logits"], -1).max(-1).values
+        full = torch.softmax(forward(keyword_model, data[0])["logits"], -1).max(-1).values
     result = prototype_level(keyword_model, data, ks=[1, 2], random_draws=5)
     everything = result["by_k"]["2"]  # k = all prototypes
     # Removing every prototype leaves all-zero logits (no bias): a uniform distribution.
@@ -153,8 +151,9 @@ def test_prototype_level_known_answers(keyword_model, minilm_tokenizer):
 def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path, capsys, monkeypatch):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     result = run_here(
-        "evaluate.py",
-        f"ckpt_path={ckpt}",
+        "protolm",
+        "evaluate",
+        f"model={ckpt}",
         "data.max_eval_samples=12",
         "faithfulness.random_draws=2",
         "faithfulness.prototype_ks=[1,2,5,8]",
@@ -185,9 +184,7 @@ def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path, capsys, monkeypat
 
 def test_integrated_gradients_rationale_when_captum_is_installed(tiny_loaded, tiny_run):
     pytest.importorskip("captum")
-    from protolm.cli.tool import datamodule_for
-
-    dm = datamodule_for(tiny_loaded, OmegaConf.create({"data": {"max_eval_samples": 4}}))
+    dm = tiny_loaded.datamodule({"max_eval_samples": 4})
     result = token_level(
         tiny_loaded.model,
         tiny_loaded.tokenizer,
@@ -224,7 +221,7 @@ def sigmoid(x: float) -> float:
 
 @pytest.mark.no_data
 def test_same_class_baseline_shows_that_top_k_is_just_the_class_block():
-    from protolm.head import PrototypeHead
+    from protolm.modeling.head import PrototypeHead
 
     model = GivenSimilarities(PrototypeHead(4, 4, 2)).eval()  # weights +1 own class, -0.5 other
     # Both class-1 prototypes equally similar: logits (0, 3), the prediction is class 1.
@@ -249,7 +246,7 @@ def test_same_class_baseline_shows_that_top_k_is_just_the_class_block():
 
 @pytest.mark.no_data
 def test_same_class_baseline_draws_from_the_target_class_only():
-    from protolm.head import PrototypeHead
+    from protolm.modeling.head import PrototypeHead
 
     model = GivenSimilarities(PrototypeHead(4, 4, 2)).eval()
     # Logits (0, 3): predicted class 1; removing prototype 2 gives (1.5, 0), prototype 3 gives (0.5, 2).
@@ -306,7 +303,7 @@ def test_token_aopc_counts_each_distinct_bin_size_once(minilm_tokenizer, removal
 
 
 def test_own_rationales_need_the_prototype_head(make_config, minilm_tokenizer):
-    linear = build_model(read_settings(make_config("backbone=tiny", "head=linear")))
+    linear = build_model(read_settings(make_config("backbone=tiny", "head=linear"))).model
     for own in ("attention", "contribution"):
         with pytest.raises(ValueError, match=rf"rationale\(s\) \['{own}'\] need the prototype head"):
             token_level(linear, minilm_tokenizer, split_of(SENTENCES[:1], [1]), bins=[0.5], rationales=(own, "random"))

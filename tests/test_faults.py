@@ -49,7 +49,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 def outcome(run_dir: Path) -> tuple[dict, torch.Tensor]:
     results = json.loads((run_dir / "results.json").read_text())
-    prototypes = torch.load(results["shipped_checkpoint"], weights_only=True)["state_dict"]["head.prototypes"]
+    prototypes = torch.load(results["shipped_checkpoint"], weights_only=True)["state_dict"]["model.head.prototypes"]
     return results, prototypes
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from protolm import PrototypeHead
-from protolm.head import SIMILARITIES, LinearHead
+from protolm.modeling.head import SIMILARITIES, LinearHead
 
 # Pure tensor and config checks: they run without the task data.
 pytestmark = pytest.mark.no_data
@@ -158,3 +158,19 @@ def test_uniform_attention_init_starts_as_mean_pooling():
     # The other initialisations do not pool by the mean.
     default = PrototypeHead(16, 4, 2, attention_init="torch")(hidden, mask)
     assert not torch.allclose(default["attention"], out["attention"])
+
+
+@pytest.mark.no_data
+def test_the_public_head_defaults_to_the_frameworks_choices():
+    """PrototypeHead, used on its own, is the head a run builds by default (and the config's
+    choices are the head's: head.py carries its own lists, as exported model code must)."""
+    import inspect
+
+    from protolm.config import PrototypeHeadConfig
+    from protolm.config.model import ATTENTION_INITS, SIMILARITIES
+    from protolm.modeling import head
+
+    parameters = inspect.signature(head.PrototypeHead).parameters
+    for name in ("similarity", "eps", "attention_init", "incorrect_class_weight", "last_layer_bias", "init_std"):
+        assert parameters[name].default == getattr(PrototypeHeadConfig, name), name
+    assert head.SIMILARITIES == SIMILARITIES and head.ATTENTION_INITS == ATTENTION_INITS

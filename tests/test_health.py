@@ -4,17 +4,26 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from protolm.checkpoint import load
-from protolm.cli.tool import datamodule_for
-from protolm.health import prototype_health, prune_prototypes
+from protolm.modeling.inference import forward
+from protolm.prototypes.features import encode_split
+from protolm.prototypes.health import HealthSettings
+from protolm.prototypes.health import prototype_health as health_of
+from protolm.prototypes.pruning import prune_prototypes
+from protolm.prototypes.records import projection_of
+from protolm.serving.classifier import load
 from tests.support import run_here
 
 
 def fresh(tiny_run):
     loaded = load(tiny_run / "checkpoints" / "projected.ckpt")
-    return loaded, datamodule_for(loaded, OmegaConf.create({"data": {}}))
+    return loaded, loaded.datamodule()
+
+
+def prototype_health(model, dm, k):
+    """The health report on the training split, as the health stage measures it."""
+    train = encode_split(model, dm, "train")
+    return health_of(model, train, train, HealthSettings(k=k))
 
 
 def test_purity_and_usage_match_a_brute_force_count(tiny_run):
@@ -25,7 +34,7 @@ def test_purity_and_usage_match_a_brute_force_count(tiny_run):
     logits = torch.empty(len(split), model.head.num_classes)
     with torch.no_grad():
         for batch in dm.dataloader("train", shard=False):
-            out = model(batch)
+            out = forward(model, batch)
             sims[batch["index"]] = out["similarities"]
             logits[batch["index"]] = out["logits"]
     labels = torch.tensor(split.labels)
@@ -36,7 +45,7 @@ def test_purity_and_usage_match_a_brute_force_count(tiny_run):
         j = row.prototype_id
         # The tiny run projects by replacement: each prototype sits on its anchor example, which is
         # not counted; purity is over the 5 nearest other examples.
-        anchor = model.projection.record(j).replaced_by
+        anchor = projection_of(model).record(j).replaced_by
         assert anchor is not None
         top5 = [i for i in torch.topk(sims[:, j], 6).indices.tolist() if i != anchor][:5]
         assert row.purity == pytest.approx(float((labels[top5] == row.class_index).float().mean()))
@@ -49,12 +58,12 @@ def pooled_train(model, dm) -> torch.Tensor:
     pooled = torch.empty(len(dm.role_split("train")), model.head.hidden_size)
     with torch.no_grad():
         for batch in dm.dataloader("train", shard=False):
-            pooled[batch["index"]] = model(batch)["pooled"].float()
+            pooled[batch["index"]] = forward(model, batch)["pooled"].float()
     return pooled
 
 
 def test_purity_after_replace_does_not_count_the_anchor_example(tiny_run):
-    from protolm.head import similarity_from_pooled
+    from protolm.modeling.head import similarity_from_pooled
 
     loaded, dm = fresh(tiny_run)
     model, labels = loaded.model.eval(), dm.role_split("train").labels
@@ -72,12 +81,12 @@ def test_purity_after_replace_does_not_count_the_anchor_example(tiny_run):
     vectors = head.prototypes.detach().clone()
     vectors[0] = pooled[anchor]
     head.set_prototypes(vectors)
-    model.projection.prototypes[0].replaced_by = anchor
+    model.prototypes["prototypes"][0]["replaced_by"] = anchor
     report = prototype_health(model, dm, k=1)
     assert report.prototypes[0].purity == 0.0
     assert report.purity_excludes_anchor and report.to_dict()["purity_excludes_anchor"] is True
     # Without a replace record nothing is excluded: the anchor itself is the nearest example.
-    model.projection = None
+    model.prototypes = None
     assert prototype_health(model, dm, k=1).prototypes[0].purity == 1.0
 
 
@@ -86,7 +95,7 @@ def test_duplicates_are_found(tiny_run):
     head = loaded.model.head
     with torch.no_grad():
         head.prototypes[1] = head.prototypes[0]
-    loaded.model.projection = None  # fall back to nearest examples of any class
+    loaded.model.prototypes = None  # fall back to nearest examples of any class
     report = prototype_health(loaded.model, dm, k=3)
     rows = report.prototypes
     assert 1 in rows[0].near_identical_to and 0 in rows[1].near_identical_to
@@ -107,22 +116,23 @@ def test_pruning_removes_impure_prototypes_and_keeps_the_model_consistent(tiny_r
             keep[members[purity[members].argmax()]] = True
     batch = next(iter(dm.dataloader("test", shard=False)))
     with torch.no_grad():
-        out = model(batch)
+        out = forward(model, batch)
         kept_logits = out["similarities"][:, keep] @ model.head.last_layer.weight[:, keep].t()
     info = prune_prototypes(model, report, threshold)
     assert info.remaining == int(keep.sum()) == model.head.num_prototypes
     assert set(info.removed) == set((~keep).nonzero().flatten().tolist())
     assert torch.bincount(model.head.prototype_class, minlength=2).min() >= 1
     with torch.no_grad():
-        torch.testing.assert_close(model(batch)["logits"], kept_logits)
-    assert [p.prototype_id for p in model.projection.prototypes] == list(range(model.head.num_prototypes))
+        torch.testing.assert_close(forward(model, batch)["logits"], kept_logits)
+    assert [p.prototype_id for p in projection_of(model).prototypes] == list(range(model.head.num_prototypes))
 
 
 def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path, capsys, monkeypatch):
     ckpt = tiny_run / "checkpoints" / "projected.ckpt"
     result = run_here(
-        "health.py",
-        f"ckpt_path={ckpt}",
+        "protolm",
+        "health",
+        f"model={ckpt}",
         "prune.enabled=true",
         "prune.k=5",
         "prune.min_purity=0.99",
@@ -134,14 +144,14 @@ def test_health_cli_prunes_into_a_loadable_checkpoint(tiny_run, tmp_path, capsys
     assert result.returncode == 0, result.stderr
     assert (
         "│ negative │" in result.stdout and "│ positive │" in result.stdout
-    )  # classes by name, as explain.py shows them
+    )  # classes by name, as explanations show them
     report = json.loads((tmp_path / "health.json").read_text())
     assert (tmp_path / "prototypes_pca.png").stat().st_size > 5_000
     pruned = load(tmp_path / "pruned.ckpt")
     assert pruned.model.head.num_prototypes == report["pruned"]["remaining"] < 8
-    assert len(pruned.model.projection.prototypes) == pruned.model.head.num_prototypes
+    assert len(projection_of(pruned.model).prototypes) == pruned.model.head.num_prototypes
     # A pruned model still explains.
-    from protolm.explain import explain
+    from protolm.explanations.describe import explain
 
     [e] = explain(pruned.model, pruned.tokenizer, ["fine"])
     assert all(p["prototype_id"] < pruned.model.head.num_prototypes for p in e["prototypes"])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from protolm.train import train
+from protolm.training.train import train
 
 BASE = [
     "task=sst2",

@@ -5,9 +5,9 @@ import torch
 
 from protolm import PrototypeHead
 from protolm.config import LossConfig
-from protolm.errors import ConfigError
-from protolm.head import SIMILARITIES
-from protolm.losses import cohesion_separation
+from protolm.modeling.head import SIMILARITIES
+from protolm.modeling.losses import cohesion_separation
+from protolm.utils.errors import ConfigError
 
 # Pure tensor and config checks: they run without the task data.
 pytestmark = pytest.mark.no_data
@@ -137,8 +137,8 @@ def test_k_above_the_prototypes_per_class_is_refused():
 
 def test_model_objective_combines_terms_with_the_configured_weights(make_config):
     """Through ProtoLM.losses: weights multiply the terms, and cohesion alone pulls prototypes in."""
-    from protolm.assemble import build_model
     from protolm.config import read_settings
+    from protolm.training.assemble import build_model
 
     cfg = make_config("backbone=tiny", "loss.task=0", "loss.cohesion=1", "loss.separation=0")
     model = build_model(read_settings(cfg))

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from protolm.api import load as load_classifier
-from protolm.errors import DataError
-from protolm.predict import predict_file
-from tests.support import assert_clean_failure, data_dir, run_cli, run_here
+from protolm.serving.batch import predict_file
+from protolm.serving.classifier import load as load_classifier
+from protolm.utils.errors import DataError
+from tests.support import PROTOLM, assert_clean_failure, data_dir, run_cli, run_here
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,7 @@ def test_predict_cli_writes_one_row_per_input_row_in_order(tiny_run, clf, tmp_pa
     source = tmp_path / "in.txt"
     source.write_text("\n".join(texts) + "\n")
     out = tmp_path / "out.csv"
-    result = run_cli(
-        "predict.py", f"model={tiny_run}", f"input_file={source}", f"output={out}", "batch_size=8",
+    result = run_cli(*PROTOLM, "predict", f"model={tiny_run}", f"input_file={source}", f"output={out}", "batch_size=8",
         "chunk_size=16", f"hydra.run.dir={tmp_path / 'log'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
@@ -63,7 +62,7 @@ def test_a_missing_column_names_the_columns_there_are(tiny_run, tmp_path, capsys
     source = tmp_path / "in.csv"
     source.write_text("id,sentence\n1,fine\n")
     result = run_here(
-        "predict.py", f"model={tiny_run}", f"input_file={source}", f"output={tmp_path / 'out.jsonl'}",
+        "protolm", "predict", f"model={tiny_run}", f"input_file={source}", f"output={tmp_path / 'out.jsonl'}",
         f"hydra.run.dir={tmp_path / 'log'}", capsys=capsys, monkeypatch=monkeypatch,
     )  # fmt: skip
     assert_clean_failure(result, "row 1: no field 'text' (it has 'id', 'sentence'); set text_field=")
@@ -82,7 +81,7 @@ def test_bad_file_names_and_taken_outputs_fail_before_the_model_loads(tmp_path, 
         ([given, f"output={tmp_path / 'no' / 'o.csv'}"], "the folder"),
     ):
         log = f"hydra.run.dir={tmp_path / 'log'}"
-        result = run_here("predict.py", "model=/nowhere", *args, log, capsys=capsys, monkeypatch=monkeypatch)
+        result = run_here("protolm", "predict", "model=/nowhere", *args, log, capsys=capsys, monkeypatch=monkeypatch)
         assert_clean_failure(result, message)
     assert taken.read_text() == "mine\n"
 

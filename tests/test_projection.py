@@ -5,16 +5,11 @@ import json
 
 import torch
 
-from protolm.checkpoint import load
-from protolm.projection import Neighbours, StreamingTopK, assign_distinct, nearest_examples, project
-
-
-def datamodule(loaded):
-    from omegaconf import OmegaConf
-
-    from protolm.cli.tool import datamodule_for
-
-    return datamodule_for(loaded, OmegaConf.create({"data": {}}))
+from protolm.modeling.inference import forward
+from protolm.prototypes.features import Features, encode_split
+from protolm.prototypes.projection import Neighbours, StreamingTopK, assign_distinct, nearest_examples, project
+from protolm.prototypes.records import projection_of
+from protolm.serving.classifier import load
 
 
 def brute_force(model, dm, restrict=True):
@@ -23,7 +18,7 @@ def brute_force(model, dm, restrict=True):
     split = dm.role_split("train")
     with torch.no_grad():
         for batch in dm.dataloader("train", shard=False):
-            out = model(batch)["similarities"]
+            out = forward(model, batch)["similarities"]
             order = batch["index"].tolist()
             sims.append((order, out))
     full = torch.empty(len(split), model.head.num_prototypes)
@@ -37,9 +32,9 @@ def brute_force(model, dm, restrict=True):
 
 def test_streaming_top_k_equals_brute_force(tiny_run):
     loaded = load(tiny_run / "checkpoints" / "last.ckpt")
-    dm = datamodule(loaded)
+    dm = loaded.datamodule()
     full = brute_force(loaded.model, dm)
-    streamed = nearest_examples(loaded.model, dm, m=4)
+    streamed = nearest_examples(loaded.model.head, encode_split(loaded.model, dm, "train"), m=4)
     expected = torch.topk(full.t(), 4, dim=1)
     torch.testing.assert_close(streamed.scores, expected.values)
     assert torch.equal(streamed.indices, expected.indices)
@@ -67,9 +62,9 @@ def sits_on(similarity: torch.Tensor, head) -> bool:
 
 
 def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run, tiny_loaded):
-    model, record = tiny_loaded.model, tiny_loaded.model.projection
+    model, record = tiny_loaded.model, projection_of(tiny_loaded.model)
     assert record.mode == "replace" and record.shared_examples == 0
-    dm = datamodule(tiny_loaded)
+    dm = tiny_loaded.datamodule()
     split = dm.role_split("train")
     anchors = [p.replaced_by for p in record.prototypes]
     assert len(set(anchors)) == len(anchors)
@@ -78,7 +73,7 @@ def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run
             j, index = p.prototype_id, p.replaced_by
             assert split.labels[index] == p.class_index == int(model.head.prototype_class[j])
             batch = next(iter(dm.dataloader("train", indices=[index], shard=False)))
-            sims = model(batch)["similarities"][0]
+            sims = forward(model, batch)["similarities"][0]
             # The prototype sits on the example (float noise of batching aside), so it is that
             # example's most similar prototype by far.
             assert sits_on(sims[j], model.head) and int(sims.argmax()) == j
@@ -86,7 +81,7 @@ def test_replace_puts_each_prototype_on_a_distinct_example_of_its_class(tiny_run
 
 
 def test_every_nearest_example_is_of_the_prototype_class_and_sorted(tiny_loaded):
-    for p in tiny_loaded.model.projection.prototypes:
+    for p in projection_of(tiny_loaded.model).prototypes:
         assert p.nearest and all(n.label == p.class_index for n in p.nearest)
         scores = [n.similarity for n in p.nearest]
         assert scores == sorted(scores, reverse=True)
@@ -96,7 +91,8 @@ def test_every_nearest_example_is_of_the_prototype_class_and_sorted(tiny_loaded)
 def test_link_records_neighbours_without_moving_prototypes(tiny_run):
     loaded = load(tiny_run / "checkpoints" / "last.ckpt")
     before = loaded.model.head.prototypes.detach().clone()
-    record = project(loaded.model, datamodule(loaded), mode="link", top_k=3)
+    dm = loaded.datamodule()
+    record = project(loaded.model, encode_split(loaded.model, dm, "train"), dm.role_split("train"), "link", 3)
     assert torch.equal(loaded.model.head.prototypes, before)
     assert record.mode == "link" and all(len(p.nearest) == 3 for p in record.prototypes)
 
@@ -121,7 +117,7 @@ def test_assign_distinct_shares_only_when_a_class_runs_out():
 
 
 def test_projection_every_n_epochs_and_last_layer_phase(make_config):
-    from protolm.train import train
+    from protolm.training.train import train
 
     results = train(
         make_config(
@@ -142,33 +138,47 @@ def test_projection_every_n_epochs_and_last_layer_phase(make_config):
     assert results["projection"]["mode"] == "replace"
     loaded = load(results["shipped_checkpoint"])
     # After the last-layer phase the prototypes still sit on their examples.
-    dm = datamodule(loaded)
-    index = loaded.model.projection.prototypes[0].replaced_by
+    dm = loaded.datamodule()
+    index = projection_of(loaded.model).prototypes[0].replaced_by
     with torch.no_grad():
-        sims = loaded.model(next(iter(dm.dataloader("train", indices=[index], shard=False))))["similarities"][0]
+        batch = next(iter(dm.dataloader("train", indices=[index], shard=False)))
+        sims = forward(loaded.model, batch)["similarities"][0]
     assert sits_on(sims[0], loaded.model.head)
 
 
-def _stream_shard(rank, world, sims, out):
+PROJECTION = torch.rand(2, 5, generator=torch.Generator().manual_seed(1))
+
+
+def _encode_shard(rank, world, pooled, labels, out):
     import torch.distributed as dist
 
+    from protolm.utils.processes import gather_rows
+
     dist.init_process_group("gloo", init_method=f"file://{out}.init", rank=rank, world_size=world)
-    topk = StreamingTopK(sims.shape[1], 3, "cpu")
-    for start in range(rank * 8, len(sims), world * 8):  # this rank's batches of 8
-        topk.update(sims[start : start + 8], torch.arange(start, min(start + 8, len(sims))))
-    topk.merge_processes()
-    torch.save({"scores": topk.scores, "indices": topk.indices}, f"{out}.{rank}")
+    mine = torch.arange(rank, len(pooled), world)  # this rank's shard, as the evaluation sampler deals it
+    indices, rows = gather_rows(mine, pooled[mine], "cpu")
+    gathered = torch.empty_like(pooled)
+    gathered[indices] = rows
+    head = torch.nn.Module()
+    head.num_prototypes, head.num_classes = 5, 1
+    head.prototypes, head.prototype_class = torch.zeros(5, 2), torch.zeros(5, dtype=torch.long)
+    head.similarities = lambda x: x @ PROJECTION  # similarities: a fixed linear map of the features
+    found = nearest_examples(head, Features("train", gathered, labels), 3)
+    torch.save({"pooled": gathered, "scores": found.scores, "indices": found.indices}, f"{out}.{rank}")
     dist.destroy_process_group()
 
 
-def test_candidates_gathered_from_two_processes_equal_one_process(tmp_path):
-    """Under DDP each process streams its shard; merged, every process holds the global top-k."""
+def test_features_gathered_from_two_processes_equal_one_process(tmp_path):
+    """Under DDP each process encodes its shard; gathered, every process holds the whole split's
+    features, hence the global top-k."""
     import torch.multiprocessing as mp
 
-    sims = torch.rand(100, 5, generator=torch.Generator().manual_seed(0))
-    mp.spawn(_stream_shard, args=(2, sims, str(tmp_path / "topk")), nprocs=2, join=True)
-    expected = torch.topk(sims.t(), 3, dim=1)
+    pooled = torch.rand(101, 2, generator=torch.Generator().manual_seed(0))  # shards of 51 and 50 rows
+    labels = torch.zeros(101, dtype=torch.long)
+    mp.spawn(_encode_shard, args=(2, pooled, labels, str(tmp_path / "topk")), nprocs=2, join=True)
+    expected = torch.topk((pooled @ PROJECTION).t(), 3, dim=1)
     for rank in (0, 1):
         merged = torch.load(tmp_path / f"topk.{rank}", weights_only=True)
+        assert torch.equal(merged["pooled"], pooled)
         assert torch.equal(merged["indices"], expected.indices)
         torch.testing.assert_close(merged["scores"], expected.values)

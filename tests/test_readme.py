@@ -1,4 +1,4 @@
-"""The README's code runs as written."""
+"""The documentation's code runs as written."""
 
 import re
 
@@ -7,9 +7,9 @@ import pytest
 from tests.support import REPO, run_cli
 
 
-def readme_block(heading: str) -> str:
-    """The first ```python block under ``heading`` in README.md."""
-    text = (REPO / "README.md").read_text()
+def readme_block(heading: str, page: str = "docs/using-a-model.md") -> str:
+    """The first ```python block under ``heading`` in a documentation page."""
+    text = (REPO / page).read_text()
     section = text[text.index(heading) :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 

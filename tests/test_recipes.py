@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 
-from protolm.assemble import build_model
-from protolm.checkpoint import start_encoder_from
 from protolm.config import read_settings
-from protolm.errors import CheckpointError, ConfigError
-from protolm.optim import optimizer_and_schedule
-from protolm.train import train
+from protolm.training.assemble import build_model, start_encoder_from
+from protolm.training.optim import optimizer_and_schedule
+from protolm.training.train import train
+from protolm.utils.errors import CheckpointError, ConfigError
 from tests.support import TINY
 
 
@@ -79,14 +78,14 @@ def test_two_stage_recipe_fine_tunes_then_trains_the_prototype_head_on_that_enco
     start_encoder_from(fresh, run / "first_stage")
     shipped = torch.load(first["shipped_checkpoint"], weights_only=True)["state_dict"]
     for name, value in fresh.encoder.state_dict().items():
-        assert torch.equal(value, shipped[f"encoder.{name}"]), name
+        assert torch.equal(value, shipped[f"model.encoder.{name}"]), name
 
 
 def test_from_checkpoint_refuses_another_architecture_and_unfinished_runs(make_config, tmp_path, tiny_run):
     other = build_model(read_settings(make_config(*TINY, "backbone.config_overrides.intermediate_size=96")))
     with pytest.raises(CheckpointError, match="does not fit this backbone"):
         start_encoder_from(other, tiny_run)
-    with pytest.raises(CheckpointError, match="must hold a finished run's results.json"):
+    with pytest.raises(CheckpointError, match=r"nor a finished run \(results.json\)"):
         start_encoder_from(other, tmp_path)
 
 

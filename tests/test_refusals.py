@@ -55,34 +55,37 @@ if not HAS_CUDA:
     RUN_CASES.append(("trainer.accelerator=gpu", "trainer.accelerator=gpu: torch sees no GPU device"))
 
 TOOL_CASES = [
-    ("explain", ["ckpt_path=x", "text=hi", "top_k=abc"], "top_k must be a whole number, not 'abc'"),
-    ("explain", ["ckpt_path=x", "text=hi", "top_k=-1"], "top_k=-1 must be a whole number in [1, inf)"),
-    ("explain", ["ckpt_path=x", "text=hi", "topk=3"], "topk: unknown key (did you mean top_k?)"),
-    ("explain", ["text=hi"], "ckpt_path must be given"),
-    ("explain", ["ckpt_path=/nonexistent", "text=hi"], "checkpoint /nonexistent does not exist"),
-    ("explain", ["ckpt_path=x", "text=hi", "device=gpu"], "device='gpu' is not a device"),
-    ("explain", ["ckpt_path=x", "text=hi", "max_inputs=0"], "max_inputs=0 must be a whole number in [1, inf)"),
+    ("explain", ["model=x", "text=hi", "top_k=abc"], "top_k must be a whole number, not 'abc'"),
+    ("explain", ["model=x", "text=hi", "top_k=-1"], "top_k=-1 must be a whole number in [1, inf)"),
+    ("explain", ["model=x", "text=hi", "topk=3"], "topk: unknown key (did you mean top_k?)"),
+    ("explain", ["text=hi"], "model must be given"),
+    ("explain", ["text=hi", "ckpt_path=x", "model=y"], "model= and ckpt_path= name two models"),
+    ("explain", ["model=/nonexistent", "text=hi"], "model=/nonexistent: no such file or directory"),
+    ("explain", ["ckpt_path=/nonexistent", "text=hi"], "model=/nonexistent: no such file or directory"),
+    ("explain", ["model=x", "text=hi", "device=gpu"], "device='gpu' is not a device"),
+    ("explain", ["model=x", "text=hi", "max_inputs=0"], "max_inputs=0 must be a whole number in [1, inf)"),
     ("predict", ["model=x", "input_file=a.txt", "output=b.csv", "batch_size=0"], "batch_size=0 must be"),
     ("predict", ["model=x", "input_file=a.pdf", "output=b.csv"], "input_file"),
     ("predict", ["model=x", "output=b.csv"], "input_file must be given"),
     ("serve", ["model=x", "port=99999"], "port=99999 must be a whole number in [0, 65535]"),
     ("serve", ["model=x", "log_level=loud"], "log_level='loud' is not one of"),
-    ("evaluate", ["ckpt_path=x", "faithfulness.target=both"], "faithfulness.target='both' is not one of"),
-    ("evaluate", ["ckpt_path=x", "faithfulness.prototype_ks=[0,1]"], "faithfulness.prototype_ks[]=0 must be"),
-    ("evaluate", ["ckpt_path=x", "batch_size=abc"], "batch_size must be a whole number"),
-    ("export", ["ckpt_path=x"], "out must be given"),
-    ("export", ["ckpt_path=x", "out=y", "hub_timeout_s=0"], "hub_timeout_s=0 must be a number in (0, inf)"),
-    ("health", ["ckpt_path=x", "health.k=0"], "health.k=0 must be a whole number in [1, inf)"),
-    ("health", ["ckpt_path=x", "prune.min_purity=abc"], "prune.min_purity must be a number"),
-    ("project", ["ckpt_path=x", "mode=move"], "mode='move' is not one of: link, replace"),
+    ("evaluate", ["model=x", "faithfulness.target=both"], "faithfulness.target='both' is not one of"),
+    ("evaluate", ["model=x", "faithfulness.prototype_ks=[0,1]"], "faithfulness.prototype_ks[]=0 must be"),
+    ("evaluate", ["model=x", "batch_size=abc"], "batch_size must be a whole number"),
+    ("export", ["model=x"], "out must be given"),
+    ("export", ["model=x", "out=y", "hub_timeout_s=0"], "hub_timeout_s=0 must be a number in (0, inf)"),
+    ("health", ["model=x", "health.k=0"], "health.k=0 must be a whole number in [1, inf)"),
+    ("health", ["model=x", "prune.min_purity=abc"], "prune.min_purity must be a number"),
+    ("project", ["model=x", "project.mode=move"], "project.mode='move' is not one of: link, replace"),
 ]
 if not HAS_CUDA:
-    TOOL_CASES.append(("explain", ["ckpt_path=x", "text=hi", "device=cuda"], "device=cuda: this torch build"))
+    TOOL_CASES.append(("explain", ["model=x", "text=hi", "device=cuda"], "device=cuda: this torch build"))
 
 
 def run_in_process(script: str, args: list[str], capsys, monkeypatch, stream: str = "err") -> tuple[int, str]:
     """(exit code, stderr or stdout) of ``python <script>.py <args>``, run by the script's own main here."""
-    result = run_here(f"{script}.py", *args, capsys=capsys, monkeypatch=monkeypatch)
+    command = ("run.py",) if script == "run" else ("protolm", script)
+    result = run_here(*command, *args, capsys=capsys, monkeypatch=monkeypatch)
     return result.returncode, result.stderr if stream == "err" else result.stdout
 
 
@@ -134,7 +137,7 @@ def test_empty_or_header_only_data_file_is_named(content, tmp_path, capsys, monk
 def held_by_another_process(directory: Path):
     """``directory`` held by a second process, as a running run or tool holds its directory."""
     code = (
-        "import sys, time\nfrom pathlib import Path\nfrom protolm.runs import holding\n"
+        "import sys, time\nfrom pathlib import Path\nfrom protolm.training.runs import holding\n"
         "with holding(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n"
     )
     process = subprocess.Popen(
@@ -181,7 +184,8 @@ def wrong_type_cases() -> list[tuple[str, str]]:
     import dataclasses
     import typing
 
-    from protolm import config, tool_config
+    from protolm import config
+    from protolm.config import tools as tool_config
 
     def numbers_and_flags(schema, prefix=""):
         hints = typing.get_type_hints(schema)
@@ -236,14 +240,14 @@ def test_a_checkpoint_of_an_older_format_names_both_versions(tiny_run, tmp_path,
     old["protolm"]["format"] = 1
     del old["protolm"]["protolm_version"]
     torch.save(old, tmp_path / "old.ckpt")
-    args = [f"ckpt_path={tmp_path / 'old.ckpt'}", "text=fine", f"hydra.run.dir={tmp_path}/out"]
+    args = [f"model={tmp_path / 'old.ckpt'}", "text=fine", f"hydra.run.dir={tmp_path}/out"]
     code, err = run_in_process("explain", args, capsys, monkeypatch)
     assert_refused(code, err, "was written by protolm a version before 0.1.0 (checkpoint format 1); this is protolm")
-    assert "which reads format 2" in err and not (tmp_path / "out").exists()
+    assert "which reads format 3" in err and not (tmp_path / "out").exists()
 
 
 def test_tools_take_a_run_directory_as_run_py_writes_it(tiny_run, tmp_path, capsys, monkeypatch):
-    args = [f"ckpt_path={tiny_run}", "text=a fine film", f"hydra.run.dir={tmp_path}/out"]
+    args = [f"model={tiny_run}", "text=a fine film", f"hydra.run.dir={tmp_path}/out"]
     code, _ = run_in_process("explain", args, capsys, monkeypatch)
     assert code == 0 and (tmp_path / "out" / "explanations.jsonl").exists()
 
@@ -251,13 +255,13 @@ def test_tools_take_a_run_directory_as_run_py_writes_it(tiny_run, tmp_path, caps
 def test_explain_says_what_it_left_out_or_truncated(tiny_run, tmp_path, capsys, monkeypatch):
     lines = ["a fine film", "", "dull", "   ", *[f"film number {i}" for i in range(5)], "word " * 20000]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
-    args = [f"ckpt_path={tiny_run}", f"input_file={tmp_path / 'in.txt'}", "max_inputs=3", f"hydra.run.dir={tmp_path}/a"]
+    args = [f"model={tiny_run}", f"input_file={tmp_path / 'in.txt'}", "max_inputs=3", f"hydra.run.dir={tmp_path}/a"]
     code, _ = run_in_process("explain", args, capsys, monkeypatch)
     log = (tmp_path / "a" / "explain.log").read_text()
     assert code == 0
     assert "skipped 2 blank line(s)" in log and "explaining the first 3 of 8 inputs (max_inputs=3" in log
     # A text longer than the model reads is said to be truncated on the terminal too.
     (tmp_path / "long.txt").write_text("word " * 20000 + "\n")
-    args = [f"ckpt_path={tiny_run}", f"input_file={tmp_path / 'long.txt'}", f"hydra.run.dir={tmp_path}/b"]
+    args = [f"model={tiny_run}", f"input_file={tmp_path / 'long.txt'}", f"hydra.run.dir={tmp_path}/b"]
     code, out = run_in_process("explain", args, capsys, monkeypatch, stream="out")
     assert code == 0 and "(input truncated: the model read its first" in out, out

@@ -24,7 +24,7 @@ def server(tiny_run, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve")
     args = [f"model={tiny_run}", f"port={port}", "max_texts=8", "max_chars=500", "max_body_bytes=20000"]
     process = subprocess.Popen(
-        [sys.executable, "serve.py", *args, f"hydra.run.dir={log}", "log_level=warning"],
+        [sys.executable, "-m", "protolm", "serve", *args, f"hydra.run.dir={log}", "log_level=warning"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

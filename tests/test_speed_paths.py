@@ -4,10 +4,10 @@ checkpointing, frozen lower layers, AdamW's implementations."""
 import pytest
 import torch
 
-from protolm.assemble import build_datamodule, build_model
-from protolm.backbone import load_tokenizer
 from protolm.config import read_settings
-from protolm.train import train
+from protolm.modeling.backbone import load_tokenizer
+from protolm.training.assemble import build_datamodule, build_model
+from protolm.training.train import train
 from tests.support import TINY
 
 NO_DROPOUT = "+backbone.config_overrides.hidden_dropout_prob=0.0"
@@ -45,7 +45,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(make_config):
 
 @pytest.mark.parametrize("implementation", ["foreach", "for_loop"])
 def test_fused_adamw_is_the_default_and_updates_as_the_others_do(make_config, implementation):
-    from protolm.optim import optimizer_and_schedule
+    from protolm.training.optim import optimizer_and_schedule
 
     updated = {}
     for name in ("fused", implementation):
@@ -67,7 +67,7 @@ def test_fused_adamw_is_the_default_and_updates_as_the_others_do(make_config, im
 def test_bf16_with_fused_adamw_still_clips_the_gradient_norm(make_config):
     import lightning as L
 
-    from protolm.optim import optimizer_and_schedule
+    from protolm.training.optim import optimizer_and_schedule
 
     model, batch = model_and_batch(make_config)
     model.trainer = L.Trainer(precision="bf16-mixed", accelerator="cpu", gradient_clip_val=0.5, logger=False)
@@ -83,8 +83,8 @@ def test_bf16_with_fused_adamw_still_clips_the_gradient_norm(make_config):
 def test_frozen_lower_layers_get_no_gradient_and_do_not_move(make_config):
     model, batch = model_and_batch(make_config, "optim.freeze_layers=1")
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert any(n.startswith("encoder.embeddings.") for n in frozen) and any(".layer.0." in n for n in frozen)
-    assert not any(".layer.1." in n for n in frozen) and not any(n.startswith("head.") for n in frozen)
+    assert any(n.startswith("model.encoder.embeddings.") for n in frozen) and any(".layer.0." in n for n in frozen)
+    assert not any(".layer.1." in n for n in frozen) and not any(n.startswith("model.head.") for n in frozen)
     _, grads = loss_and_grads(model, batch)
     assert frozen.isdisjoint(grads) and any(".layer.1." in n for n in grads)
 

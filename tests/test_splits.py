@@ -10,9 +10,10 @@ from functools import cache
 import pytest
 
 from protolm.config import DataConfig, default_data_dir
+from protolm.config.task import TaskSpec
 from protolm.data import build
-from protolm.data.task import TaskSpec
-from protolm.errors import ConfigError, DataError
+from protolm.data.split import Split
+from protolm.utils.errors import ConfigError, DataError
 from tests.test_data import EXPECTED, composed_task
 
 
@@ -36,7 +37,7 @@ def toy_task(tmp_path, records: list[dict], carve: dict, pair: bool = False) -> 
     )
 
 
-def toy_splits(tmp_path, records, carve, split_seed=0) -> tuple[build.Split, build.Split]:
+def toy_splits(tmp_path, records, carve, split_seed=0) -> tuple[Split, Split]:
     """(the carved slice, what remains of train)."""
     spec = toy_task(tmp_path, records, carve)
     splits = build.load_splits(
@@ -165,12 +166,12 @@ def test_containment_options_are_for_single_text_tasks(tmp_path, option):
 
 # ------------------------------------------------------------------------- the real tasks
 @cache
-def task_splits(name: str) -> dict[str, build.Split]:
+def task_splits(name: str) -> dict[str, Split]:
     spec = TaskSpec.from_config(composed_task(name))
     return build.load_splits(spec, spec.split_names(), DataConfig(data_dir=default_data_dir()), {})
 
 
-def shared(split: build.Split, others: list[build.Split], field: str) -> int:
+def shared(split: Split, others: list[Split], field: str) -> int:
     """How many of ``split``'s examples share the value of ``field`` (texts or pairs) with any of ``others``."""
     seen = {v for other in others for v in getattr(other, field)}
     return sum(v in seen for v in getattr(split, field))

@@ -12,7 +12,7 @@ import pytest
 
 from protolm.config import DataConfig, read_settings
 from protolm.data.datamodule import TaskDataModule
-from protolm.errors import ConfigError
+from protolm.utils.errors import ConfigError
 from tests.support import REPO, TINY, toy_task
 
 STREAM = ["data.streaming=true", "data.length_grouping=false"]

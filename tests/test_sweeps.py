@@ -62,7 +62,7 @@ def test_aggregate_tables_a_sweep(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("run.py", "-m", *FAST, "head=prototype,linear", "seed=1,2", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
-    result = run_cli("-m", "protolm.aggregate", str(sweep), "--also", "unprojected/test/acc")
+    result = run_cli("-m", "protolm.cli.aggregate", str(sweep), "--also", "unprojected/test/acc")
     assert result.returncode == 0, result.stderr
     table = (sweep / "table.md").read_text()
     assert "| sst2 | tiny | linear | test/acc |" in table and "| sst2 | tiny | prototype | test/acc |" in table
@@ -76,7 +76,7 @@ def test_aggregate_tables_a_sweep(tmp_path):
 
 
 def test_aggregate_statistics_and_cells(tmp_path):
-    from protolm.aggregate import aggregate, collect
+    from protolm.cli.aggregate import aggregate, collect
 
     def write(i, head, seed, acc, cohesion=0.25):
         run = tmp_path / str(i)
@@ -170,7 +170,7 @@ def wandb_file(run: Path, expected: tuple[bytes, ...], wait_s: float = 60) -> tu
 
 
 def test_wandb_offline_logs_config_metrics_prototypes_and_resumes_the_same_run(make_config, tmp_path):
-    from protolm.train import train
+    from protolm.training.train import train
 
     overrides = [o for o in FAST if not o.startswith("logger")] + ["logger=wandb"]
     train(make_config(*overrides))
@@ -220,26 +220,27 @@ def test_ddp_two_processes_report_what_one_process_measures(tmp_path):
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     from lightning import Trainer
-    from omegaconf import OmegaConf
 
-    from protolm.checkpoint import load
-    from protolm.cli.tool import datamodule_for
+    from protolm.config import read_settings
+    from protolm.serving.classifier import load
+    from protolm.training.assemble import build_objective
+    from protolm.training.module import ProtoLM
 
     loaded = load(results["shipped_checkpoint"])
-    dm = datamodule_for(loaded, OmegaConf.create({"data": {}}))
+    settings = read_settings(results["config"], check_trainer=False)
+    module = ProtoLM(loaded.model, build_objective(settings, loaded.model.head), settings.optim)
     single = Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
-    measured = single.test(loaded.model, datamodule=dm, verbose=False)[0]
+    measured = single.test(module, datamodule=loaded.datamodule(), verbose=False)[0]
     assert results["splits"]["test"]["size"] == 40
     for key in ("test/acc", "test/f1_macro", "test/loss", "test/prototypes_used"):
         assert results["metrics"][key] == pytest.approx(measured[key], abs=1e-6), key
 
 
-# The shared bases (_ablation, _mini_ablation) are not run on their own.
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml") if not p.stem.startswith("_"))
-
-
-# Study variants (conf/variant/); _as_run is their shared base, not a variant of its own.
-VARIANTS = sorted(p.stem for p in (CONF / "variant").glob("*.yaml") if not p.stem.startswith("_"))
+# The study's records live beside the results (experiments/conf), outside the user's config path.
+STUDY = REPO / "experiments" / "conf"
+EXPERIMENTS = sorted(p.stem for p in [*(CONF / "experiment").glob("*.yaml"), *(STUDY / "experiment").glob("*.yaml")])
+# Study variants; _as_run is their shared base, not a variant of its own.
+VARIANTS = sorted(p.stem for p in (STUDY / "variant").glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.no_data
@@ -250,9 +251,9 @@ def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name, t
     # As run.py gets it: the logger's directory interpolates the run's Hydra output directory.
     cfg = compose_config(tmp_path / "run", ["experiment=study_demo", f"+variant={name}"])
     settings = read_settings(cfg, check_trainer=False)
-    sweep = yaml.safe_load((CONF / "experiment" / "study_demo.yaml").read_text())
+    sweep = yaml.safe_load((STUDY / "experiment" / "study_demo.yaml").read_text())
     assert name in sweep["hydra"]["sweeper"]["params"]["+variant"].split(",")  # the study sweeps it
-    if "_as_run" in (CONF / "variant" / f"{name}.yaml").read_text():
+    if "_as_run" in (STUDY / "variant" / f"{name}.yaml").read_text():
         # Ran before the 2x encoder and the last-layer phase became defaults (the ll1 variant sets its own).
         assert settings.head.encoder_lr_scale == 1.0
         assert settings.project.last_layer_epochs == (1 if name == "proto_cosine_ll1" else 0)
@@ -264,13 +265,17 @@ def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name, t
 
 
 @pytest.mark.no_data
+@pytest.mark.parametrize("scale", [None, "cpu"])
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_into_a_valid_sweep(name):
+def test_every_experiment_composes_into_a_valid_sweep(name, scale):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
+    if scale and not name.startswith("ablation_"):
+        pytest.skip("only the ablations come at two scales")
+    overrides = [f"experiment={name}"] + ([f"scale={scale}"] if scale else [])
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
     # The sweeper resolves its directory before any job's HydraConfig exists: so must this test.
     HydraConfig.instance().cfg = None
     assert f"experiments/{name}/" in str(cfg.hydra.sweep.dir) or name in ("demo", "reference_code")
@@ -279,8 +284,11 @@ def test_every_experiment_composes_into_a_valid_sweep(name):
         assert not task or task in TASKS
     for backbone in str(params.get("backbone", "")).split(","):
         assert not backbone or backbone in BACKBONES
-    if name.startswith("mini_"):
-        assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "cpu"
+    if scale == "cpu":  # the CPU scale of an ablation: what the mini_ablation_* experiments were
+        assert cfg.backbone.name == "minilm" and cfg.trainer.accelerator == "cpu" and params.task == "sst2"
+        assert cfg.data.max_train_samples == 1000 and params.seed == "1,2"
+    elif name.startswith("ablation_"):
+        assert cfg.backbone.name == "roberta-large" and cfg.head.prototypes_per_class == 50
     if "loss.k_fraction" in params:  # every value a different K, or the sweep repeats a cell
         from protolm.config import LossConfig
 
@@ -319,7 +327,7 @@ def test_wandb_sweep_file_names_real_keys():
 
 def test_aggregate_compares_every_prototype_variant_with_its_linear_baseline():
     """Prototype cells that differ in prototype-only keys each get a row against the same linear cell."""
-    from protolm.aggregate import aggregate, head_comparison
+    from protolm.cli.aggregate import aggregate, head_comparison
 
     def record(head, seed, acc, similarity=None, cohesion=0.25):
         config = {
@@ -346,7 +354,7 @@ def test_aggregate_compares_every_prototype_variant_with_its_linear_baseline():
 def test_aggregate_keeps_linear_runs_together_across_settings_the_linear_head_never_reads():
     """Linear runs written under different prototype-phase defaults (project.*) are one cell; the
     prototype runs that differ in it stay two."""
-    from protolm.aggregate import aggregate
+    from protolm.cli.aggregate import aggregate
 
     def record(head, seed, acc, last_layer_epochs):
         config = {
@@ -369,7 +377,7 @@ def test_aggregate_keeps_linear_runs_together_across_settings_the_linear_head_ne
 def test_aggregate_does_not_split_runs_by_keys_added_after_some_of_them():
     """Runs made before a key existed (no data.cache in their config) share a cell with later runs
     that record its default; a key the later runs set to different values still splits them."""
-    from protolm.aggregate import aggregate
+    from protolm.cli.aggregate import aggregate
 
     def record(seed, extra):
         config = {"task": {"name": "sst2"}, "backbone": {"name": "minilm"}, "head": {"name": "prototype"}}

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from protolm.errors import ConfigError
-from protolm.train import train
+from protolm.training.train import train
+from protolm.utils.errors import ConfigError
 from tests.support import TASKS, TINY
 
 # QNLI and MNLI ship only dev files here: train on the dev file to exercise the plumbing.
@@ -55,8 +55,9 @@ def test_results_json_and_checkpoints_of_a_short_run(make_config, tmp_path):
     # The checkpoint carries what is needed to rebuild the model offline, and loads weights-only.
     ckpt = torch.load(saved["shipped_checkpoint"], weights_only=True)
     meta = ckpt["protolm"]
-    assert meta["config"]["head"]["num_prototypes"] == 6 and "tokenizer_config.json" in meta["tokenizer_files"]
-    assert {"head.prototypes", "head.prototype_class"} <= set(ckpt["state_dict"])
+    assert meta["model"]["head"]["num_prototypes"] == 6 and "tokenizer_config.json" in meta["tokenizer_files"]
+    assert meta["training"]["config"]["head"]["num_prototypes"] == 6  # the run's config, as a record
+    assert {"model.head.prototypes", "model.head.prototype_class"} <= set(ckpt["state_dict"])
 
 
 def test_refuses_to_overwrite_a_finished_run(make_config, tmp_path):
@@ -93,12 +94,12 @@ def test_resume_from_last_continues_the_same_run(make_config, tmp_path):
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(make_config, tmp_path, monkeypatch):
-    from protolm.errors import TrainingDiverged
-    from protolm.model import ProtoLM
+    from protolm.training.module import ProtoLM
+    from protolm.utils.errors import TrainingDiverged
 
     train(make_config(*TINY, "trainer.max_epochs=1", "head.num_prototypes=4"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    good = torch.load(last, weights_only=True)["state_dict"]["head.prototypes"]
+    good = torch.load(last, weights_only=True)["state_dict"]["model.head.prototypes"]
     original = ProtoLM.losses
 
     def poisoned(self, out, labels):
@@ -110,7 +111,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(make_c
     monkeypatch.setattr(ProtoLM, "losses", poisoned)
     with pytest.raises(TrainingDiverged, match="not finite at epoch 1.*last good checkpoint is kept"):
         train(make_config(*TINY, "trainer.max_epochs=2", "head.num_prototypes=4", "ckpt_path=last", "overwrite=true"))
-    kept = torch.load(last, weights_only=True)["state_dict"]["head.prototypes"]
+    kept = torch.load(last, weights_only=True)["state_dict"]["model.head.prototypes"]
     assert torch.equal(kept, good)
 
 
@@ -133,9 +134,9 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, message, make_c
 
 def test_prototypes_start_on_training_examples_of_their_class(make_config, tmp_path):
     """train_embeddings init: each prototype equals the pooled embedding of a training example of its class."""
-    from protolm.assemble import build_datamodule, build_model, build_trainer
-    from protolm.backbone import load_tokenizer
     from protolm.config import read_settings
+    from protolm.modeling.backbone import load_tokenizer
+    from protolm.training.assemble import build_datamodule, build_model, build_trainer
 
     cfg = make_config(*TINY, "head.num_prototypes=6", "trainer.max_steps=0", "data.max_train_samples=200")
     settings = read_settings(cfg)

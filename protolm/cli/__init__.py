@@ -1,26 +1,7 @@
-"""The command line: run.py and the checkpoint tools (explain, project, health, evaluate).
+"""The command line: ``protolm <command>`` (:mod:`.app`) and ``python run.py`` (``protolm train``).
 
-:mod:`protolm.cli.main` holds what every entry point shares (:func:`run_main`, :func:`entry_point`);
-:mod:`protolm.cli.tool` what the tools share (the checkpoint, its data, a fresh output directory);
-one module per tool holds its command.
+:mod:`.runner` holds what every command shares (one-line errors, exit codes, multirun safety);
+:mod:`.tool` what the commands that use a trained model share (the model, its data, a fresh output
+directory); :mod:`.help` answers ``--help``; one module per command holds it. Library code never
+imports this package.
 """
-
-from protolm.cli.main import (
-    answer_help,
-    entry_point,
-    one_line_config_errors,
-    print_plan,
-    quote_free_text,
-    run_main,
-    tidy_logging,
-)
-
-__all__ = [
-    "answer_help",
-    "entry_point",
-    "one_line_config_errors",
-    "print_plan",
-    "quote_free_text",
-    "run_main",
-    "tidy_logging",
-]

@@ -1,26 +1,21 @@
-"""evaluate.py: faithfulness of a checkpoint's explanations (faithfulness.json, faithfulness.md)."""
+"""protolm evaluate: faithfulness of a model's explanations (faithfulness.json, faithfulness.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from protolm.cli.tool import datamodule_for, open_checkpoint, output_dir
-from protolm.errors import ConfigError
-from protolm.faithfulness import prototype_level, token_level
-from protolm.pipeline import write_json
-from protolm.render import faithfulness_table
+from protolm.cli.tool import datamodule_for, open_prototype_model, output_dir
+from protolm.config.tools import EvaluateConfig
+from protolm.explanations.prototype_faithfulness import prototype_level
+from protolm.explanations.report import faithfulness_table
+from protolm.explanations.token_faithfulness import token_level
+from protolm.utils.errors import ConfigError
+from protolm.utils.files import write_json
 
 log = logging.getLogger(__name__)
-
-
-def _check(cfg: DictConfig, model) -> None:
-    if not model.is_prototype:
-        raise ConfigError(f"checkpoint {cfg.ckpt_path} has a linear head: prototype faithfulness needs head=prototype")
-    if model.regression:
-        raise ConfigError("faithfulness is defined on class probabilities: task is a regression")
 
 
 def _prototype_ks(requested, num_prototypes: int) -> list[int]:
@@ -38,41 +33,34 @@ def _prototype_ks(requested, num_prototypes: int) -> list[int]:
     return ks
 
 
-def _measure(cfg: DictConfig, loaded, dm) -> dict:
+def _measure(cfg: EvaluateConfig, clf, datamodule) -> dict:
     """faithfulness.json: the settings, the prototype-level and the token-level scores."""
-    f, model, split = cfg.faithfulness, loaded.model, dm.role_split(cfg.split)
-    max_length = loaded.config["data"]["max_length"]
-    ks = _prototype_ks(f.prototype_ks, model.head.num_prototypes)
+    f, net, split = cfg.faithfulness, clf.model, datamodule.role_split(cfg.split)
+    ks = _prototype_ks(f.prototype_ks, net.head.num_prototypes)
     rationales = ("attention", "contribution", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
-    loader = dm.dataloader(cfg.split, shard=False)
+    loader = datamodule.dataloader(cfg.split, shard=False)
+    tokens = token_level(
+        net, clf.tokenizer, split, list(f.token_bins), f.token_removal, f.target, f.seed, cfg.batch_size,
+        clf.max_length, rationales,
+    )  # fmt: skip
     return {
-        "checkpoint": str(cfg.ckpt_path),
-        "task": loaded.config["task"]["name"],
+        "checkpoint": str(cfg.model),
+        "task": net.config.task,
         "split": split.name,
         "split_origin": split.origin,
         "examples": len(split),
-        "settings": OmegaConf.to_container(f, resolve=True) | {"prototype_ks": ks, "max_length": max_length},
-        "prototype_level": prototype_level(model, loader, ks, f.random_draws, f.seed, f.target),
-        "token_level": token_level(
-            model,
-            loaded.tokenizer,
-            split,
-            list(f.token_bins),
-            f.token_removal,
-            f.target,
-            f.seed,
-            cfg.batch_size,
-            max_length,
-            rationales,
-        ),
+        "settings": dataclasses.asdict(f) | {"prototype_ks": ks, "max_length": clf.max_length},
+        "prototype_level": prototype_level(net, loader, ks, f.random_draws, f.seed, f.target),
+        "token_level": tokens,
     }
 
 
-def evaluate_command(cfg: DictConfig) -> dict:
-    loaded = open_checkpoint(cfg)
-    _check(cfg, loaded.model)
+def evaluate_command(cfg: EvaluateConfig) -> dict:
+    clf = open_prototype_model(cfg, "prototype faithfulness")
+    if clf.regression:
+        raise ConfigError("faithfulness is defined on class probabilities: task is a regression")
     out = output_dir(cfg, ("faithfulness.json", "faithfulness.md"))
-    result = _measure(cfg, loaded, datamodule_for(loaded, cfg))
+    result = _measure(cfg, clf, datamodule_for(clf, cfg))
     write_json(out / "faithfulness.json", result)
     table = faithfulness_table(result)
     (out / "faithfulness.md").write_text(table + "\n")

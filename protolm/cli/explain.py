@@ -1,4 +1,4 @@
-"""explain.py: explanations of a projected checkpoint's predictions, as JSON lines, HTML and on the console."""
+"""protolm explain: explanations of a projected model's predictions, as JSON lines, HTML and on the console."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import json
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
 from rich.console import Console
 
-from protolm.cli.tool import datamodule_for, open_checkpoint, output_dir
-from protolm.errors import ConfigError, DataError
-from protolm.explain import explain, require_projection
-from protolm.render import print_explanations, render_html
+from protolm.cli.tool import datamodule_for, open_model, output_dir
+from protolm.config.tools import ExplainConfig
+from protolm.modeling.saved import require_projection
+from protolm.serving.render import print_explanations, render_html
+from protolm.utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -48,45 +48,43 @@ def _lines_of(path: Path, max_inputs: int, pair_task: bool) -> tuple[list[str], 
     return [p[0] for p in parts], [p[1] for p in parts]
 
 
-def _inputs(cfg: DictConfig, loaded) -> tuple[list[str], list[str] | None]:
+def _inputs(cfg: ExplainConfig, clf) -> tuple[list[str], list[str] | None]:
     """The texts to explain (and their pairs): text=, input_file= or split=, exactly one."""
-    pair_task = bool(loaded.model.task_info.pair)
-    given = [k for k in ("text", "input_file", "split") if cfg.get(k) is not None]
+    pair_task = clf.text_pair
+    given = [k for k in ("text", "input_file", "split") if getattr(cfg, k) is not None]
     if len(given) != 1:
         raise ConfigError('give exactly one of text="...", input_file=<path> or split=<train|val|test|split name>')
     if cfg.text is not None:
         if pair_task and cfg.text_pair is None:
-            raise ConfigError(f'task {loaded.model.task_info.name} classifies text pairs: give text_pair="..." too')
+            raise ConfigError(f'task {clf.model.config.task} classifies text pairs: give text_pair="..." too')
         return [str(cfg.text)], ([str(cfg.text_pair)] if pair_task else None)
     if cfg.input_file is not None:
         return _lines_of(Path(cfg.input_file).expanduser(), cfg.max_inputs, pair_task)
-    split = datamodule_for(loaded, cfg).role_split(cfg.split)
+    split = datamodule_for(clf, cfg).role_split(cfg.split)
     n = min(cfg.max_inputs, len(split))
     if n < len(split):
         log.info("split=%s: explaining the first %d of its %d examples (max_inputs=%d)", cfg.split, n, len(split), n)
-    return split.texts[:n], (split.pairs[:n] if split.pairs is not None else None)
+    return list(split.texts[:n]), (list(split.pairs[:n]) if split.pairs is not None else None)
 
 
-def explain_command(cfg: DictConfig) -> dict:
-    loaded = open_checkpoint(cfg)
-    model = loaded.model
-    require_projection(model, cfg.ckpt_path)
-    texts, pairs = _inputs(cfg, loaded)
-    max_length = cfg.max_length or loaded.config["data"]["max_length"]
-    explanations = explain(
-        model, loaded.tokenizer, texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest, max_length=max_length
-    )
+def explain_command(cfg: ExplainConfig) -> dict:
+    clf = open_model(cfg)
+    require_projection(clf.model, f"model={cfg.model}")
+    texts, pairs = _inputs(cfg, clf)
+    if cfg.max_length:
+        clf.max_length = cfg.max_length
+    explanations = clf.explain(texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest)
     out = output_dir(cfg, ("explanations.jsonl", "explanations.html"))
     with open(out / "explanations.jsonl", "w") as f:
         for e in explanations:
             f.write(json.dumps(e) + "\n")
+    config = clf.model.config
     meta = {
-        "checkpoint": cfg.ckpt_path,
-        "task": loaded.config["task"]["name"],
-        "backbone": loaded.config["backbone"]["name"],
-        "prototypes": model.head.num_prototypes,
-        "similarity": loaded.config["head"]["similarity"],
-        "projection": model.projection.mode,
+        "model": cfg.model,
+        "task": config.task,
+        "prototypes": clf.model.head.num_prototypes,
+        "similarity": config.head.get("similarity"),
+        "projection": clf.model.prototypes.get("mode"),
     }
     (out / "explanations.html").write_text(render_html(explanations, "protolm explanations", meta))
     console = Console()

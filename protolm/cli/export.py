@@ -1,21 +1,21 @@
-"""export.py: a trained checkpoint as a Hugging Face model directory (and, when asked, on the hub)."""
+"""protolm export: a trained model as a Hugging Face model directory (and, when asked, on the hub)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
 from rich.console import Console
 
-from protolm.cli.tool import open_checkpoint
-from protolm.errors import ConfigError
-from protolm.export import export_model, run_results
-from protolm.extras import require
+from protolm.cli.tool import open_model
+from protolm.config.tools import ExportConfig
+from protolm.serving.export import export_model, run_results
+from protolm.utils.errors import ConfigError
+from protolm.utils.extras import require
 
 
-def _check_hub(cfg: DictConfig) -> None:
+def _check_hub(cfg: ExportConfig) -> None:
     """Before any work: push_to_hub needs a repo_id, a token and a reachable hub."""
-    from protolm.data.hub import hub_reachable
+    from protolm.utils.hub import hub_reachable
 
     if not cfg.repo_id:
         raise ConfigError("push_to_hub=true needs repo_id=<user or organisation>/<name>")
@@ -30,17 +30,17 @@ def _check_hub(cfg: DictConfig) -> None:
         raise ConfigError("push_to_hub=true: no Hugging Face token; run `hf auth login` or set HF_TOKEN")
 
 
-def export_command(cfg: DictConfig) -> dict:
+def export_command(cfg: ExportConfig) -> dict:
     if cfg.onnx:
         require("onnx", "onnx=true")
     if cfg.push_to_hub:
         _check_hub(cfg)
-    loaded = open_checkpoint(cfg)
-    out = export_model(loaded, Path(cfg.out), run_results(loaded.path), overwrite=cfg.overwrite)
+    clf = open_model(cfg)
+    out = export_model(clf, Path(cfg.out), run_results(clf), overwrite=cfg.overwrite)
     console = Console()
-    console.print(f"exported {loaded.path} to {out}")
+    console.print(f"exported {clf.source} to {out}")
     if cfg.onnx:
-        from protolm.onnx import export_onnx
+        from protolm.serving.onnx import export_onnx
 
         console.print(f"wrote {export_onnx(out)}")
     if cfg.push_to_hub:

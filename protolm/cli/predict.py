@@ -1,18 +1,17 @@
-"""predict.py: classify every row of a file with a trained model (a run, a checkpoint or an export)."""
+"""protolm predict: classify every row of a file with a trained model (a run, a checkpoint or an export)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from protolm.config.tools import PredictConfig
+from protolm.serving.batch import INPUT_FORMATS, OUTPUT_FORMATS, file_format, predict_file
+from protolm.utils.errors import ConfigError
 
-from protolm.errors import ConfigError
-from protolm.predict import INPUT_FORMATS, OUTPUT_FORMATS, file_format, predict_file
 
-
-def predict_command(cfg: DictConfig) -> dict:
-    from protolm.api import load
+def predict_command(cfg: PredictConfig) -> dict:
+    from protolm.serving.classifier import load
 
     input_file, output = Path(cfg.input_file).expanduser(), Path(cfg.output).expanduser()
     file_format(input_file, INPUT_FORMATS, "input_file")  # before the model loads: fail in a second

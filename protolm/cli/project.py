@@ -1,25 +1,26 @@
-"""project.py: project a checkpoint's prototypes onto training examples; writes projected.ckpt and prototypes.json."""
+"""protolm project: project a model's prototypes onto training examples, then (after a replace) retrain
+its last layer as training does; writes projected.ckpt and prototypes.json."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
 from rich.console import Console
 
-from protolm.checkpoint import save_model_checkpoint
-from protolm.cli.tool import open_prototype_model
-from protolm.config import ProjectConfig
-from protolm.pipeline import TrainerHooks, projection_stage
+from protolm.cli.tool import datamodule_for, open_prototype_model, output_dir, stage_context
+from protolm.config.tools import ProjectToolConfig
+from protolm.prototypes.last_layer import phase_from_run
+from protolm.prototypes.stages import projection_stage
 
 
-def project_command(cfg: DictConfig) -> dict:
-    model, dm, out = open_prototype_model(cfg, "nothing to project", ("projected.ckpt", "prototypes.json"))
-    # The tool has no trainer: no test of the unprojected model, no last-layer phase.
-    project = ProjectConfig(mode=cfg.mode, top_k=cfg.top_k, report_unprojected=False)
-    hooks = TrainerHooks(save_checkpoint=lambda path: save_model_checkpoint(model, path))
-    record = projection_stage(model, dm, project, hooks, out / "projected.ckpt", out).projection
+def project_command(cfg: ProjectToolConfig) -> dict:
+    clf = open_prototype_model(cfg, "projection")
+    datamodule = datamodule_for(clf, cfg)
+    out = output_dir(cfg, ("projected.ckpt", "prototypes.json"))
+    phase = phase_from_run((clf.training or {}).get("config") or {}, cfg.project.last_layer_epochs)
+    ctx = stage_context(clf, datamodule, out)
+    record = projection_stage(ctx, cfg.project, phase, out / "projected.ckpt").projection
     console = Console()
     console.print(
-        f"projected {model.head.num_prototypes} prototypes ({cfg.mode}) onto {record.size} "
+        f"projected {clf.model.head.num_prototypes} prototypes ({cfg.project.mode}) onto {record.size} "
         f"examples of {record.split}; {record.shared_examples} share an example"
     )
     console.print(f"wrote {out / 'projected.ckpt'} and {out / 'prototypes.json'}")

@@ -1,18 +1,17 @@
-"""serve.py: a trained model behind a local HTTP server (JSON endpoints and a page)."""
+"""protolm serve: a trained model behind a local HTTP server (JSON endpoints and a page)."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from protolm.config.tools import ServeConfig
+from protolm.utils.extras import require
 
-from protolm.extras import require
 
-
-def serve_command(cfg: DictConfig) -> None:
+def serve_command(cfg: ServeConfig) -> None:
     require("serve", "serve.py")
     import uvicorn
 
-    from protolm.api import load
-    from protolm.serve import Limits, create_app
+    from protolm.serving.classifier import load
+    from protolm.serving.server import Limits, create_app
 
     limits = Limits(cfg.max_texts, cfg.max_chars, cfg.max_body_bytes, cfg.max_waiting)
     app = create_app(load(cfg.model, cfg.device), limits)  # loaded before the server listens

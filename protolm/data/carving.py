@@ -1,4 +1,4 @@
-"""Carving a seeded slice out of a split, as :class:`~protolm.data.task.CarveSpec` says.
+"""Carving a seeded slice out of a split, as :class:`~protolm.config.task.CarveSpec` says.
 
 A plain carve takes seeded rows. Rows are not always independent, though: MNLI's dev set has
 three hypotheses per premise and QNLI's questions and sentences recur, so a by-row carve puts
@@ -16,11 +16,11 @@ import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from protolm.data.task import CarveSpec
-from protolm.errors import DataError
+from protolm.config.task import CarveSpec
+from protolm.utils.errors import DataError
 
 if TYPE_CHECKING:  # build imports this module
-    from protolm.data.build import Split
+    from protolm.data.split import Split
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,16 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from protolm.config import DataConfig
-from protolm.data import build
-from protolm.data.build import Split
+from protolm.config.task import TaskSpec
+from protolm.data import build, encoding, sources
 from protolm.data.cache import ArrowCache, digest, tokenizer_identity
 from protolm.data.collate import PadCollator
+from protolm.data.resumable import ResumableDataLoader, TrainOrder
 from protolm.data.sampling import LengthGroupedSampler
+from protolm.data.split import Split
 from protolm.data.stream import StreamedTrainSplit
-from protolm.data.task import TaskSpec
-from protolm.distributed import world as process_world
-from protolm.errors import ConfigError
-from protolm.resume import ResumableDataLoader, TrainOrder
+from protolm.utils.errors import ConfigError
+from protolm.utils.processes import world as process_world
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class TaskDataModule(L.LightningDataModule):
         self.tokenizer, self.data, self.seed = tokenizer, data, seed
         self.splits: dict[str, Split] = {}  # read, labelled and carved, by split name
         self.roles: dict[str, Split] = {}  # limited and encoded, by role
-        self.sources: dict[str, build.Source] = {}  # each read split's resolved source (build.source_of)
+        self.sources: dict[str, sources.Source] = {}  # each read split's resolved source (sources.source_of)
         self.train_order = TrainOrder(self)
         self._cache: ArrowCache | None = None
         self._stream: StreamedTrainSplit | None = None
@@ -105,11 +105,11 @@ class TaskDataModule(L.LightningDataModule):
 
             def encode(path) -> dict:
                 split = build.limit(self.load_splits([name])[name], count, self.data.split_seed)
-                split = build.encode(split, self.tokenizer, self.data.max_length, path)
-                digest = build.examples_digest(split) if role == "train" else None
+                split = encoding.encode(split, self.tokenizer, self.data.max_length, path)
+                digest = encoding.examples_digest(split) if role == "train" else None
                 return {"name": split.name, "origin": split.origin, "truncated": split.truncated, "fingerprint": digest}
 
-            key = build.role_key(self.spec, name, count, self.data, self.tokenizer_id, self.sources)
+            key = encoding.role_key(self.spec, name, count, self.data, self.tokenizer_id, self.sources)
             dataset, meta = self.cache.entry("role", key, encode)
             split = Split(meta["name"], meta["origin"], dataset, meta["truncated"], meta["fingerprint"])
             if split.truncated:
@@ -130,7 +130,7 @@ class TaskDataModule(L.LightningDataModule):
         stream's is the digest of its source's identity (file path, size, time) and reading settings."""
         if self.data.streaming:
             stream = self.streamed_train()
-            return digest(["stream", stream.identity, build.reading_settings(self.spec, "train")])
+            return digest(["stream", stream.identity, sources.reading_settings(self.spec, "train")])
         return self.role_split("train").fingerprint
 
     def streamed_train(self) -> StreamedTrainSplit:

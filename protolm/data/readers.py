@@ -15,8 +15,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from protolm.data.task import LocalSpec, SplitSource
-from protolm.errors import DataError
+from protolm.config.task import LocalSpec, SplitSource
+from protolm.utils.errors import DataError
 
 csv.field_size_limit(2**31 - 1)
 

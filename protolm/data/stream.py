@@ -5,7 +5,7 @@ Arrow path labels it (a bad row names its file and row), shuffled in a seeded bu
 ``data.shuffle_buffer`` examples (seed and epoch decide the order, as ``datasets`` shuffles a
 stream), tokenized in batches on the way. ``index`` is the example's position in the file.
 
-What a stream cannot do is refused by :func:`protolm.config.check_streaming` before anything
+What a stream cannot do is refused by :func:`protolm.config.run.check_streaming` before anything
 runs: batches grouped by length over the whole split, seeded subsets, carving from train, and the
 prototype head's stages that need random access to the training split (initialisation from
 training examples, projection, health, pruning); here, several processes or loader workers.
@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 from protolm.config import DataConfig
-from protolm.data import build
-from protolm.data.task import TaskSpec
-from protolm.errors import ConfigError
+from protolm.config.task import TaskSpec
+from protolm.data import encoding, labels, sources
+from protolm.utils.errors import ConfigError
 
 
 class StreamedTrainSplit(IterableDataset):
@@ -34,7 +34,7 @@ class StreamedTrainSplit(IterableDataset):
         if any("train" in (c.split, c.from_split) for c in spec.carve):
             raise ConfigError(f"data.streaming=true: task {spec.name} carves a split out of train")
         self.spec, self.data, self.tokenizer, self.seed, self.epoch = spec, data, tokenizer, seed, epoch
-        self.identity, self.origin, self.records = build.resolve_source(spec, "train", data, streaming=True)
+        self.identity, self.origin, self.records = sources.resolve_source(spec, "train", data, streaming=True)
         self._skip_batches = 0
 
     def resume_at(self, state: dict) -> None:
@@ -46,7 +46,7 @@ class StreamedTrainSplit(IterableDataset):
         import datasets
 
         def rows() -> Iterator[dict]:
-            labelled = build.labelled_rows(self.spec, "train", self.records(), self.origin)
+            labelled = labels.labelled_rows(self.spec, "train", self.records(), self.origin)
             for index, row in enumerate(labelled):
                 yield {**row, "index": index}
 
@@ -73,7 +73,7 @@ class StreamedTrainSplit(IterableDataset):
     def _encoded(self, batch: list[dict], pair: bool) -> Iterator[dict]:
         texts = [e["text"] for e in batch]
         args = (texts, [e["pair"] for e in batch]) if pair else (texts,)
-        _, ids = build.token_ids(self.tokenizer, args, self.data.max_length)
+        _, ids = encoding.token_ids(self.tokenizer, args, self.data.max_length)
         for i, example in enumerate(batch):
             tokens = {key: column[i] for key, column in ids.items()}
             yield {**tokens, "labels": example["label"], "index": example["index"]}

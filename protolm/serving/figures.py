@@ -1,0 +1,11 @@
+"""Which of a run's metrics a person reads (a run's summary line, a model card): the reported and
+selection figures, without the loss terms (needs neither torch nor transformers)."""
+
+from __future__ import annotations
+
+SHOWN = ("test/", "val/", "unprojected/test/")
+LOSS_TERMS = ("loss", "ce", "mse", "cohesion", "separation", "prototypes_used")
+
+
+def shown_metrics(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k.startswith(SHOWN) and k.rsplit("/", 1)[1] not in LOSS_TERMS}

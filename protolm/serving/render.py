@@ -1,0 +1,145 @@
+"""Explanations as people read them: a console view, and a self-contained HTML page (inline CSS,
+no scripts, no network) that the explain command writes and the server's page is built from."""
+
+from __future__ import annotations
+
+import html
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+
+def _fmt_prediction(e: dict) -> str:
+    if e["probs"] is None:
+        return f"{e['prediction']:.3f}"
+    return f"{e['prediction']} ({e['probs'][e['prediction']]:.1%})"
+
+
+def print_explanations(explanations: list[dict], console: Console | None = None) -> None:
+    console = console or Console()
+    for n, e in enumerate(explanations, start=1):
+        peak = max(e["attention"], default=1.0) or 1.0
+        words = Text()
+        for segment in sorted(set(e["segments"])):
+            if segment:
+                words.append(" || ", style="dim")
+            for word, weight, seg in zip(e["tokens"], e["attention"], e["segments"]):
+                if seg == segment:
+                    level = int(round(255 * (1 - weight / peak)))
+                    words.append(
+                        word, style=f"black on rgb(255,{max(level, 120)},{level})" if weight > 0.05 * peak else ""
+                    )
+                    words.append(" ")
+        console.rule(f"[bold]#{n}  prediction: {escape(_fmt_prediction(e))}")
+        console.print(words)
+        if e.get("truncated"):
+            console.print(f"(input truncated: the model read its first {len(e['tokens'])} tokens)", style="yellow")
+        if e["probs"]:
+            console.print("  ".join(f"{k}: {v:.3f}" for k, v in e["probs"].items()), style="dim")
+        table = Table(show_header=True, header_style="bold", expand=False)
+        for column in ("prototype", "class", "similarity", "contribution", "nearest training examples"):
+            table.add_column(column)
+        for p in e["prototypes"]:
+            nearest = "\n".join(escape(f"[{x['label']}] {_clip(x['text'], 90)}") for x in p["nearest_examples"]) or "-"
+            table.add_row(
+                str(p["prototype_id"]),
+                escape(str(p["class"])),
+                f"{p['similarity']:.3f}",
+                f"{p['contribution']:+.3f}",
+                nearest,
+            )
+        console.print(table)
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;background:#f6f7f9;color:#1d2330}
+h1{font-size:20px;margin:0 0 4px} .meta{color:#667;font-size:13px;margin-bottom:18px}
+.input{background:#fff;border:1px solid #dde1e8;border-radius:10px;padding:16px;margin-bottom:18px;\
+display:flex;gap:20px;flex-wrap:wrap}
+.left{flex:1 1 420px;min-width:300px} .right{flex:1 1 420px;min-width:300px;display:flex;flex-direction:column;gap:10px}
+.pred{font-size:16px;font-weight:600;margin-bottom:8px} .num{color:#667;font-weight:400;font-size:13px}
+.text{line-height:2.0;font-size:15px} .tok{padding:2px 1px;border-radius:3px} .sep{color:#99a;margin:0 6px}
+.bars{margin-top:10px;font-size:12px} .bar{display:flex;align-items:center;gap:6px;margin:2px 0}
+.bar span.l{width:110px;text-align:right;color:#445} .bar div.b{height:9px;background:#4a7bd0;border-radius:2px}
+.card{border:1px solid #dde1e8;border-radius:8px;padding:10px 12px;background:#fbfcfe}
+.card .hd{display:flex;justify-content:space-between;font-size:13px;margin-bottom:6px}
+.cls{display:inline-block;padding:1px 8px;border-radius:10px;background:#e3ebfa;color:#234;font-weight:600}
+.ex{font-size:13px;margin:3px 0;color:#333} .lab{color:#557;font-weight:600;margin-right:6px}
+.note{font-size:12px;color:#778;margin-top:6px}
+"""
+
+
+def _token_html(e: dict) -> str:
+    peak = max(e["attention"], default=1.0) or 1.0
+    parts, previous = [], None
+    for word, weight, segment in zip(e["tokens"], e["attention"], e["segments"]):
+        if previous is not None and segment != previous:
+            parts.append('<span class="sep">‖</span>')
+        previous = segment
+        alpha = 0.85 * weight / peak
+        parts.append(
+            f'<span class="tok" style="background:rgba(255,140,0,{alpha:.3f})" '
+            f'title="attention {weight:.4f}">{html.escape(word)}</span>'
+        )
+    return " ".join(parts)
+
+
+def example_html(x: dict) -> str:
+    pair = f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else ""
+    label = f'<span class="lab">[{html.escape(str(x["label"]))}]</span>'
+    return f'<div class="ex">{label}{html.escape(_clip(x["text"], 220))}{pair}</div>'
+
+
+def _card(p: dict) -> str:
+    examples = "".join(example_html(x) for x in p["nearest_examples"]) or '<div class="ex">no projected examples</div>'
+    return (
+        f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
+        f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
+        f"contribution {p['contribution']:+.3f}</span></div>{examples}</div>"
+    )
+
+
+def _bars_html(probs: dict | None) -> str:
+    if not probs:
+        return ""
+    bars = "".join(
+        f'<div class="bar"><span class="l">{html.escape(k)}</span>'
+        f'<div class="b" style="width:{160 * v:.0f}px"></div><span>{v:.3f}</span></div>'
+        for k, v in probs.items()
+    )
+    return f'<div class="bars">{bars}</div>'
+
+
+def explanation_section(e: dict, n: int) -> str:
+    """One explanation: the prediction, the words shaded by attention, the class probabilities and
+    the prototype cards."""
+    bars = _bars_html(e["probs"])
+    note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
+    return (
+        f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
+        f'{html.escape(_fmt_prediction(e))}</div><div class="text">{_token_html(e)}</div>{bars}{note}</div>'
+        f'<div class="right">{"".join(_card(p) for p in e["prototypes"])}</div></section>'
+    )
+
+
+def page(title: str, meta: dict, body: str, extra_css: str = "") -> str:
+    """A self-contained HTML page: inline CSS, no scripts, no network."""
+    meta_line = " · ".join(f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in meta.items())
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+        f"<style>{CSS}{extra_css}</style></head>"
+        f'<body><h1>{html.escape(title)}</h1><div class="meta">{meta_line}</div>{body}</body></html>'
+    )
+
+
+def render_html(explanations: list[dict], title: str, meta: dict) -> str:
+    """A single self-contained page of explanations: inline CSS, no scripts, no network."""
+    return page(title, meta, "".join(explanation_section(e, n) for n, e in enumerate(explanations, start=1)))

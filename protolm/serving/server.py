@@ -1,0 +1,201 @@
+"""A local explanation server (FastAPI): JSON endpoints for programs and a page for people.
+
+``POST /predict`` and ``POST /explain`` take ``{"texts": [...], "text_pairs": [...]}`` and answer
+``{"predictions": [...]}`` / ``{"explanations": [...]}`` with the fields of ``Classifier.predict``
+and ``Classifier.explain``; ``GET /prototypes`` lists every prototype with its nearest training
+examples; ``GET /health`` answers 200 once the model is loaded (it is loaded before the server
+listens). ``GET /`` is a page (server-rendered, no scripts): a form for a text, the explanation
+of its prediction, and every prototype per class.
+
+Every refusal is a 4xx JSON ``{"error": "..."}``: oversized bodies (413), too many or too long
+texts and malformed requests (422), inputs the model cannot take (400). Model calls run one at a
+time under a lock: a CPU model gains nothing from concurrent passes, and they would contend.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from protolm.serving.batch import is_unicode
+from protolm.utils.errors import ProtoLMError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Limits:
+    max_texts: int = 64  # texts per request
+    max_chars: int = 10_000  # characters per text
+    max_body_bytes: int = 1_000_000  # request body
+    max_waiting: int = 32  # model requests queued at once; more get 503 (the thread pool stays free)
+
+
+class TextsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[str] = Field(min_length=1)
+    text_pairs: list[str] | None = None
+
+
+class ExplainRequest(TextsRequest):
+    top_k: int = Field(3, ge=1, le=100)
+    nearest: int = Field(3, ge=0, le=50)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before the app sees it. A
+    declared Content-Length is checked up front (the server delivers no more than it declares);
+    a chunked body is buffered up to the limit and then replayed to the app."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                return await _too_large(self.limit)(scope, receive, send)
+            return await self.app(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await _too_large(self.limit)(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"request body over the server's limit of {limit} bytes"}, status_code=413)
+
+
+def _one_line(err: RequestValidationError) -> str:
+    first = err.errors()[0]
+    if first.get("type") == "json_invalid":
+        return f"the body is not valid JSON ({first.get('msg', 'invalid')} at character {first['loc'][-1]})"
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
+def create_app(clf, limits: Limits | None = None) -> FastAPI:
+    """The server's application around a loaded :class:`protolm.serving.classifier.Classifier`."""
+    limits = limits or Limits()
+    app = FastAPI(title="protolm", summary=f"{clf.model.config.task}: predictions with their prototypes")
+    _install_error_handlers(app)
+    runner = ModelRunner(limits)
+    _install_api(app, clf, runner, limits)
+    from protolm.serving.page import install_page
+
+    install_page(app, clf, runner, lambda request: check(request, limits))
+    return BodyLimit(app, limits.max_body_bytes)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every refusal a one-line JSON ``{"error": ...}`` with its status; nothing stops the server."""
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, err: RequestValidationError):
+        kind = request.headers.get("content-type", "")
+        if request.method == "POST" and not kind.startswith("application/json"):
+            message = f"send the body as JSON with Content-Type: application/json (got {kind or 'none'!r})"
+            return JSONResponse({"error": message}, status_code=415)
+        return JSONResponse({"error": _one_line(err)}, status_code=422)
+
+    @app.exception_handler(ProtoLMError)
+    async def refused(request: Request, err: ProtoLMError):
+        return JSONResponse({"error": str(err)}, status_code=400)
+
+    @app.exception_handler(Refusal)
+    async def over_limit(request: Request, err: Refusal):
+        return JSONResponse({"error": str(err)}, status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, err: Exception):
+        log.exception("request to %s failed", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(err).__name__}); the server log has the details"}, 500)
+
+
+def check(request: TextsRequest, limits: Limits) -> None:
+    """The request within the server's limits, or a 422 naming what is over."""
+    if len(request.texts) > limits.max_texts:
+        raise Refusal(f"texts: {len(request.texts)} texts, over the server's limit of {limits.max_texts}")
+    for field, values in (("texts", request.texts), ("text_pairs", request.text_pairs or [])):
+        for i, text in enumerate(values):
+            if len(text) > limits.max_chars:
+                raise Refusal(f"{field}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+            if not is_unicode(text):
+                raise Refusal(f"{field}.{i}: not valid Unicode text (a lone surrogate escape)")
+
+
+class ModelRunner:
+    """Model calls, one at a time: a CPU model gains nothing from concurrent passes, and they would
+    contend. More than ``max_waiting`` calls queued at once are refused (503)."""
+
+    def __init__(self, limits: Limits):
+        self.lock = threading.Lock()
+        self.waiting = threading.BoundedSemaphore(limits.max_waiting)
+        self.max_waiting = limits.max_waiting
+
+    def __call__(self, fn):
+        if not self.waiting.acquire(blocking=False):
+            raise Refusal(f"the server is busy ({self.max_waiting} requests waiting); retry shortly", 503)
+        try:
+            with self.lock:
+                return fn()
+        finally:
+            self.waiting.release()
+
+
+def _install_api(app: FastAPI, clf, run_model: ModelRunner, limits: Limits) -> None:
+    config = clf.model.config
+
+    @app.get("/health")
+    async def health():  # async: answered on the event loop, never behind the model's queue
+        return {"status": "ok", "task": config.task, "head": config.head_type, "labels": clf.labels}
+
+    @app.post("/predict")
+    def predict(request: TextsRequest):
+        check(request, limits)
+        return {"predictions": run_model(lambda: clf.predict(request.texts, request.text_pairs))}
+
+    @app.post("/explain")
+    def explain(request: ExplainRequest):
+        check(request, limits)
+        found = run_model(
+            lambda: clf.explain(request.texts, request.text_pairs, top_k=request.top_k, nearest=request.nearest)
+        )
+        return {"explanations": found}
+
+    @app.get("/prototypes")
+    async def prototypes():
+        return {"labels": clf.labels, "prototypes": clf.prototypes()}
+
+
+class Refusal(Exception):
+    """A request the server will not run: over a limit (422) or while too busy (503)."""
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
