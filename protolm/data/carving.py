@@ -96,11 +96,14 @@ def remainder_origin(source: Split, spec: CarveSpec, dropped: set[int]) -> str:
 
 # ---------------------------------------------------------------------------------- groups
 def row_groups(columns: list[list[str]], rows: list[int]) -> list[list[int]]:
-    """``rows`` joined wherever they share a value in any column (connected components).
+    """``rows`` joined wherever they share a value, in any column or across columns (connected
+    components).
 
     With two columns (QNLI's question and sentence) a chain q1-s1, q1-s2, q2-s2 is one group,
-    since splitting it anywhere would put a question or a sentence on both sides. Empty values
-    join nothing. Groups list their rows in order and come in the order of their first row.
+    since splitting it anywhere would put a question or a sentence on both sides. A value is one
+    text wherever it appears: MRPC's and RTE's pairs repeat a sentence as the first text of one
+    pair and the second of another, and those pairs are one group too. Empty values join nothing.
+    Groups list their rows in order and come in the order of their first row.
     """
     parent = {row: row for row in rows}
 
@@ -110,8 +113,8 @@ def row_groups(columns: list[list[str]], rows: list[int]) -> list[list[int]]:
             row = parent[row]
         return row
 
+    first: dict[str, int] = {}  # one table for every column: a text links rows whichever field it is in
     for column in columns:
-        first: dict[str, int] = {}
         for row in rows:
             if column[row] != "":
                 parent[root(row)] = root(first.setdefault(column[row], row))
