@@ -138,6 +138,8 @@ def explain(args) -> None:
                     "x_protolm_cost": cost / own if own and cost else "",
                     "aopc_comprehensiveness": aopc["comprehensiveness"],
                     "aopc_sufficiency": aopc["sufficiency"],
+                    "eraser_comprehensiveness": result["by_rationale"][name]["aopc_eraser"]["comprehensiveness"],
+                    "eraser_sufficiency": result["by_rationale"][name]["aopc_eraser"]["sufficiency"],
                 }
             )
         print(table(rows, list(rows[0])), flush=True)

@@ -300,6 +300,10 @@ def test_token_aopc_counts_each_distinct_bin_size_once(minilm_tokenizer, removal
     # ...but the AOPC averages over the distinct sizes {1, 5}, counting the top-1 token once.
     assert by_bin["aopc"]["comprehensiveness"] == pytest.approx(((p[10] - p[9]) + (p[10] - p[5])) / 2, abs=1e-6)
     assert by_bin["aopc"]["sufficiency"] == pytest.approx(((p[10] - p[1]) + (p[10] - p[5])) / 2, abs=1e-6)
+    # ERASER's AOPC is the mean of the three bins' columns: the top-1 token counted for 1 % and 5 % alike.
+    eraser = by_bin["aopc_eraser"]
+    assert eraser["comprehensiveness"] == pytest.approx((2 * (p[10] - p[9]) + (p[10] - p[5])) / 3, abs=1e-6)
+    assert eraser["sufficiency"] == pytest.approx((2 * (p[10] - p[1]) + (p[10] - p[5])) / 3, abs=1e-6)
 
 
 def test_own_rationales_need_the_prototype_head(make_config, minilm_tokenizer):

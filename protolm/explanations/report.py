@@ -54,16 +54,19 @@ def _token_lines(by_rationale: dict, settings: dict) -> list[str]:
         "",
         f"## Token level (ERASER, tokens {settings['token_removal']}d)",
         "",
-        f"| rationale | {comp_header} | AOPC comp | {suff_header} | AOPC suff |",
-        "|---|" + "---|" * (2 * len(bins) + 2),
+        f"| rationale | {comp_header} | AOPC comp | ERASER comp | {suff_header} | AOPC suff | ERASER suff |",
+        "|---|" + "---|" * (2 * len(bins) + 4),
     ]
     for name, by_bin in by_rationale.items():
-        comp = " | ".join(f"{by_bin[str(q)]['comprehensiveness']:.4f}" for q in bins)
-        suff = " | ".join(f"{by_bin[str(q)]['sufficiency']:.4f}" for q in bins)
-        aopc = by_bin["aopc"]
-        lines.append(f"| {name} | {comp} | {aopc['comprehensiveness']:.4f} | {suff} | {aopc['sufficiency']:.4f} |")
+        cells = []
+        for kind in ("comprehensiveness", "sufficiency"):
+            cells += [f"{by_bin[str(q)][kind]:.4f}" for q in bins]
+            cells += [f"{by_bin['aopc'][kind]:.4f}", f"{by_bin['aopc_eraser'][kind]:.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [
         "",
         "Bin q: the top ceil(q·n) of an example's n content tokens. AOPC: per example, the mean over its "
-        "distinct bin sizes (bins that round to the same size count once), then over examples.",
+        "distinct bin sizes (bins that round to the same size count once), then over examples. ERASER: "
+        "the mean of the bins' columns, a repeated size counted each time (DeYoung et al. 2020's "
+        "definition, that of published figures).",
     ]

@@ -158,12 +158,14 @@ def bin_sizes(n: int, bins: list[float]) -> dict[float, int]:
 
 
 def _table(records: list[dict], owners: list, probs: list[float], bins: list[float]) -> dict:
-    """Mean drop in the target probability per rationale, bin and kind, and each rationale's AOPC.
+    """Mean drop in the target probability per rationale, bin and kind, and each rationale's AOPC
+    under two definitions.
 
-    A bin q reports every example at its size for q, even where several bins share a size. The
-    AOPC is, per example, the mean drop over its *distinct* sizes, then the mean over examples:
+    A bin q reports every example at its size for q, even where several bins share a size.
+    ``aopc`` is, per example, the mean drop over its *distinct* sizes, then the mean over examples:
     on a text of 20 content tokens or fewer the 1 % and 5 % bins are both the top token, which a
-    mean over bins would count twice."""
+    mean over bins would count twice. ``aopc_eraser`` is ERASER's (DeYoung et al. 2020): the mean
+    over the bins of each bin's mean, a repeated size counted each time, as published figures are."""
     drops: dict = {}  # (record, rationale) -> size -> kind -> drop
     for (r, name, n, kind), p in zip(owners, probs):
         drops.setdefault((r, name), {}).setdefault(n, {})[kind] = records[r]["full"] - p
@@ -176,6 +178,8 @@ def _table(records: list[dict], owners: list, probs: list[float], bins: list[flo
             for q in bins:
                 by_bin[str(q)][kind] += by_size[sizes[q]][kind] / len(records)
             by_bin["aopc"][kind] += sum(d[kind] for d in by_size.values()) / len(by_size) / len(records)
+    for by_bin in table.values():
+        by_bin["aopc_eraser"] = {kind: sum(by_bin[str(q)][kind] for q in bins) / len(bins) for kind in KINDS}
     return table
 
 
