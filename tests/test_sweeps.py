@@ -351,6 +351,24 @@ def test_aggregate_compares_every_prototype_variant_with_its_linear_baseline():
 
 
 @pytest.mark.no_data
+def test_aggregate_puts_the_selection_split_beside_the_reported_one():
+    """Choices are made on val/*: every cell shows it, and the head comparison its difference."""
+    from protolm.cli.aggregate import aggregate, head_comparison, markdown
+
+    def record(head, seed, test, val):
+        config = {"task": {"name": "sst2"}, "backbone": {"name": "minilm"}, "head": {"name": head}}
+        metrics = {"test/acc": test, "val/acc": val}
+        return {"config": config, "seed": seed, "metrics": metrics, "selection": {"metric": "val/acc"}}
+
+    runs = [record("linear", s, 0.80, 0.84) for s in (1, 2)] + [record("prototype", s, 0.82, 0.81) for s in (1, 2)]
+    keys, rows = aggregate(runs)
+    assert {r["head.name"]: r["selection"]["mean"] for r in rows} == pytest.approx({"linear": 0.84, "prototype": 0.81})
+    assert "selection split (val)" in markdown(keys, rows)
+    [line] = [line for line in head_comparison(keys, rows).splitlines() if line.startswith("| sst2")]
+    assert line.endswith("| +0.020 | -0.030 |")  # better on the reported split, worse on the selection split
+
+
+@pytest.mark.no_data
 def test_aggregate_keeps_linear_runs_together_across_settings_the_linear_head_never_reads():
     """Linear runs written under different prototype-phase defaults (project.*) are one cell; the
     prototype runs that differ in it stay two."""

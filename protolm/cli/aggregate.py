@@ -1,10 +1,12 @@
 """Collect results.json files of a sweep into tables: mean ± std and the 95 % CI over seeds per cell.
 
-    python -m protolm.cli.aggregate outputs/multirun/2026-11-29/10-00-00 [more dirs] [--out DIR]
+    protolm aggregate outputs/multirun/2026-11-29/10-00-00 [more dirs] [--out DIR]
 
 Cells are the configuration values that differ between runs (task, backbone, head and any
 swept key such as loss.cohesion), seeds excluded. Each task is scored by the test twin of its
-selection metric (test/acc, or test/pearson for a regression) unless --metric says otherwise.
+selection metric (test/acc, or test/pearson for a regression) unless --metric says otherwise,
+and the selection metric itself (val/acc) stands beside it: choices are made on it, never on the
+reported split.
 When runs differ by head, a second table puts the linear baseline and the prototype head side by
 side with their difference per task. Writes table.md and table.csv (and logs them to W&B with
 --wandb); failed runs (an error.txt, no results.json) are listed, not silently dropped.
@@ -102,6 +104,11 @@ def default_metric(record: dict) -> str:
     return record["selection"]["metric"].replace("val/", "test/", 1)
 
 
+def selection_twin(metric: str) -> str:
+    """The selection split's figure beside a reported one (test/acc -> val/acc)."""
+    return "val/" + metric.rsplit("/", 1)[1]
+
+
 def summarise(values: list[float]) -> dict:
     """Mean, sample standard deviation and the half-width of the mean's 95 % confidence interval
     (Student's t with n - 1 degrees of freedom: with 3 seeds it is 2.48 standard deviations)."""
@@ -137,6 +144,7 @@ def aggregate(
         name = metric or default_metric(record)
         cells[cell]["metric_name"].append(name)
         cells[cell]["main"].append(record["metrics"].get(name))
+        cells[cell]["selection"].append(record["metrics"].get(selection_twin(name)))
         cells[cell]["seeds"].append(record["seed"])
         for extra in extra_metrics:
             cells[cell][extra].append(record["metrics"].get(extra))
@@ -146,6 +154,7 @@ def aggregate(
         row["metric"] = values["metric_name"][0]
         row["seeds"] = sorted(values["seeds"])
         row["main"] = summarise(values["main"])
+        row["selection"] = summarise(values["selection"])
         for extra in extra_metrics:
             row[extra] = summarise(values[extra])
         rows.append(row)
@@ -154,11 +163,12 @@ def aggregate(
 
 def markdown(keys: list[str], rows: list[dict], extra_metrics: tuple[str, ...] = ()) -> str:
     statistic = "mean ± std (n); 95 % CI of the mean"
-    header = [k.replace(".name", "") for k in keys] + ["metric", statistic] + list(extra_metrics)
+    header = [k.replace(".name", "") for k in keys] + ["metric", statistic, "selection split (val)"]
+    header += list(extra_metrics)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [("–" if row[k] is None else str(row[k])) for k in keys]
-        cells += [row["metric"], fmt(row["main"])] + [fmt(row[e]) for e in extra_metrics]
+        cells += [row["metric"], fmt(row["main"]), fmt(row["selection"])] + [fmt(row[e]) for e in extra_metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -191,15 +201,17 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
         "| task | backbone | "
         + "".join(f"{k} | " for k in shared)
         + ("prototype variant | " if varying else "")
-        + "metric | linear | prototype | prototype − linear |",
-        "|" + "---|" * (6 + len(shared) + bool(varying)),
+        + "metric | linear | prototype | prototype − linear | on the selection split (val) |",
+        "|" + "---|" * (7 + len(shared) + bool(varying)),
     ]
     for match in sorted(set(linear) | set(prototype), key=lambda m: [str(x) for x in m]):
         lin = linear.get(match, [None])[0]
         for proto in prototype.get(match) or [None]:
-            diff = "–"
+            diff = val_diff = "–"
             if lin and proto and lin["main"]["n"] and proto["main"]["n"]:
                 diff = f"{proto['main']['mean'] - lin['main']['mean']:+.3f}"
+            if lin and proto and lin["selection"]["n"] and proto["selection"]["n"]:
+                val_diff = f"{proto['selection']['mean'] - lin['selection']['mean']:+.3f}"
             variant = "–"
             if proto:
                 variant = (
@@ -210,7 +222,7 @@ def head_comparison(keys: list[str], rows: list[dict]) -> str | None:
                 + " | ".join(str(x) for x in match)
                 + (f" | {variant}" if varying else "")
                 + f" | {(proto or lin)['metric']} | {fmt(lin['main']) if lin else '–'} | "
-                f"{fmt(proto['main']) if proto else '–'} | {diff} |"
+                f"{fmt(proto['main']) if proto else '–'} | {diff} | {val_diff} |"
             )
     return "\n".join(lines)
 
