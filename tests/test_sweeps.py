@@ -257,6 +257,7 @@ def test_every_study_variant_composes_and_keeps_the_settings_it_ran_with(name, t
         # Ran before the 2x encoder and the last-layer phase became defaults (the ll1 variant sets its own).
         assert settings.head.encoder_lr_scale == 1.0
         assert settings.project.last_layer_epochs == (1 if name == "proto_cosine_ll1" else 0)
+        assert settings.project.last_layer_objective == "labels"
     if name.startswith("proto") or name in ("two_stage_cosine", "reference_code"):
         # Every prototype variant but the two that set their own ran with 10 per class (the default
         # until 25 was chosen); proto_ppc25 is today's defaults.

@@ -15,7 +15,7 @@ def project_command(cfg: ProjectToolConfig) -> dict:
     clf = open_prototype_model(cfg, "projection")
     datamodule = datamodule_for(clf, cfg)
     out = output_dir(cfg, ("projected.ckpt", "prototypes.json"))
-    phase = phase_from_run((clf.training or {}).get("config") or {}, cfg.project.last_layer_epochs)
+    phase = phase_from_run((clf.training or {}).get("config") or {}, cfg.project)
     ctx = stage_context(clf, datamodule, out)
     record = projection_stage(ctx, cfg.project, phase, out / "projected.ckpt").projection
     console = Console()

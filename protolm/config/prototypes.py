@@ -9,6 +9,7 @@ from protolm.config.fields import option
 from protolm.utils.errors import check_choice, check_number
 
 PROJECTION_MODES = ("link", "replace")
+LAST_LAYER_OBJECTIVES = ("labels", "distill")
 # faithfulness: how tokens are removed from a text, and whose probability is measured
 TOKEN_REMOVALS = ("delete", "mask")
 FAITHFULNESS_TARGETS = ("predicted", "true")
@@ -23,8 +24,16 @@ class ProjectConfig:
     top_k: int = option(5, "nearest examples stored per prototype")
     every_n_epochs: int = option(0, "also project at the end of every N-th training epoch (0: never)")
     last_layer_epochs: int = option(
-        1, "after a replace, train only the last layer for N epochs (ProtoPNet's last-layer phase)"
+        3, "after a replace, train only the last layer for N epochs (ProtoPNet's last-layer phase)"
     )
+    last_layer_objective: str = option(
+        "distill",
+        "what the last-layer phase fits: distill (the probabilities before projection: keeps calibration) | labels",
+    )
+    last_layer_sparsity: float = option(
+        0.0, "L1 weight on own-class connections (other-class ones removed): a few prototypes carry each class"
+    )
+    last_layer_refit_epochs: int = option(3, "with last_layer_sparsity: epochs refitting the surviving connections")
     report_unprojected: bool = option(True, "also test the model before projection (unprojected/test/*)")
 
     def __post_init__(self):
@@ -32,6 +41,9 @@ class ProjectConfig:
         check_number("project.top_k", self.top_k, low=1, integer=True)
         check_number("project.every_n_epochs", self.every_n_epochs, low=0, integer=True)
         check_number("project.last_layer_epochs", self.last_layer_epochs, low=0, integer=True)
+        check_choice("project.last_layer_objective", self.last_layer_objective, LAST_LAYER_OBJECTIVES)
+        check_number("project.last_layer_sparsity", self.last_layer_sparsity, low=0)
+        check_number("project.last_layer_refit_epochs", self.last_layer_refit_epochs, low=0, integer=True)
 
 
 @dataclass

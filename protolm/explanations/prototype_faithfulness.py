@@ -79,7 +79,16 @@ def prototype_level(
     up to the smallest class block (P/C for equal blocks) and is None for larger k, where a draw
     of k prototypes of one class does not exist for every target class.
     """
-    head = net.head
+    scored = (
+        (out["similarities"], out["logits"], batch["labels"])
+        for batch, out in outputs(net, track(dataloader, "prototype faithfulness"))
+    )
+    return prototype_level_of(net.head, scored, ks, random_draws, seed, target)
+
+
+def prototype_level_of(head, scored, ks: list[int], random_draws: int = 10, seed: int = 0, target: str = "predicted"):
+    """:func:`prototype_level` from ``scored``: (similarities, logits, labels) of each batch, however
+    they were computed (a pass of the model, or the pooled embeddings the prototype stages share)."""
     ks = sorted({min(int(k), head.num_prototypes) for k in ks})
     weights = head.last_layer.weight.float()
     # Separate streams: the same-class draws leave the all-class baseline's draws unchanged.
@@ -87,11 +96,22 @@ def prototype_level(
     block = head.prototypes_per_class
     sums = {k: _empty_sums(k <= block) for k in ks}
     n = 0
-    for batch, out in outputs(net, track(dataloader, "prototype faithfulness")):
-        sims = out["similarities"].float()
-        chosen = target_classes(out["logits"], batch["labels"], target)
-        ranked = torch.argsort(sims * weights[chosen], dim=1, descending=True)
-        _add_batch(sums, _PrototypeScores(head, sims, chosen), ranked, random_draws, generators)
-        n += len(sims)
+    with torch.no_grad():
+        for sims, logits, labels in scored:
+            sims = sims.float()
+            chosen = target_classes(logits, labels, target)
+            ranked = torch.argsort(sims * weights[chosen], dim=1, descending=True)
+            _add_batch(sums, _PrototypeScores(head, sims, chosen), ranked, random_draws, generators)
+            n += len(sims)
     by_k = {str(k): {name: None if v is None else v / n for name, v in values.items()} for k, values in sums.items()}
     return {"examples": n, "prototypes": head.num_prototypes, "smallest_class_block": block, "by_k": by_k}
+
+
+def top_share(head, sims: torch.Tensor, logits: torch.Tensor, k: int = 3) -> float:
+    """The mean share of the predicted class's positive evidence the top-k prototypes carry: the
+    sum of the k largest contributions (similarity x weight to the predicted class) over the sum
+    of the positive ones."""
+    weights = head.last_layer.weight.float()[logits.argmax(-1)]
+    contributions = sims.float() * weights
+    top = contributions.topk(min(k, contributions.shape[1]), dim=1).values.clamp_min(0).sum(1)
+    return float((top / contributions.clamp_min(0).sum(1).clamp_min(1e-12)).mean())

@@ -13,9 +13,9 @@ from protolm.prototypes.features import Features
 def evaluate_features(net, features: Features, objective, prefix: str) -> dict[str, float]:
     """``<prefix><metric>`` for the task's metrics, the objective's terms (weighted means over the
     examples, as the loop's epoch means are) and ``prototypes_used``."""
-    head, regression = net.head, net.config.regression
+    head = net.head
     device = head.prototypes.device
-    metrics = task_metrics(net.config.num_labels, regression, prefix=prefix).to(device)
+    metrics = task_metrics(net.config.num_labels, net.config.regression, prefix=prefix).to(device)
     sums: dict[str, float] = {}
     nearest = torch.zeros(head.num_prototypes, dtype=torch.long)
     for start, rows in features.chunks():
@@ -24,7 +24,7 @@ def evaluate_features(net, features: Features, objective, prefix: str) -> dict[s
         logits = head.logits_from_similarities(sims)
         for name, value in objective({"logits": logits, "similarities": sims}, labels).items():
             sums[name] = sums.get(name, 0.0) + float(value) * len(rows)
-        metrics.update(logits.squeeze(-1).float() if regression else logits.argmax(-1), labels)
+        metrics.update(logits, labels)
         nearest += torch.bincount(sims.argmax(1).cpu(), minlength=head.num_prototypes)
     figures = {name: float(value) for name, value in metrics.compute().items()}
     figures |= {f"{prefix}{name}": total / max(1, len(features)) for name, total in sums.items()}

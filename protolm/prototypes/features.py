@@ -46,14 +46,16 @@ class Features:
         for start in range(0, len(self.pooled), size):
             yield start, self.pooled[start : start + size]
 
+    @torch.no_grad()
     def similarities(self, head, device, indices: torch.Tensor | None = None) -> torch.Tensor:
         """Similarities of the rows (all, or ``indices``) to the head's prototypes (on the CPU)."""
         rows = self.pooled if indices is None else self.pooled[indices]
         parts = [head.similarities(rows[s : s + CHUNK].to(device)).float().cpu() for s in range(0, len(rows), CHUNK)]
         return torch.cat(parts) if parts else torch.empty(0, head.num_prototypes)
 
+    @torch.no_grad()
     def logits(self, head, device) -> torch.Tensor:
-        """The head's logits on every row (on the CPU)."""
+        """The head's logits on every row (on the CPU), outside autograd: a teacher's fixed targets."""
         parts = []
         for _, rows in self.chunks():
             sims = head.similarities(rows.to(device))

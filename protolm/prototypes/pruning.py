@@ -1,4 +1,5 @@
-"""Pruning: remove the prototypes whose neighbourhood is mostly of other classes."""
+"""Removing prototypes: those whose neighbourhood is mostly of other classes (pruning), those a sparse
+last layer left unconnected, those a person removes; the model stays consistent either way."""
 
 from __future__ import annotations
 
@@ -27,11 +28,22 @@ def prune_prototypes(net, report: HealthReport, min_purity: float) -> PruneResul
         members = (head.prototype_class == c).nonzero().flatten()
         if not keep[members].any():
             keep[members[purity[members].argmax()]] = True
+    removed = remove_prototypes(net, keep)
+    log.info("pruned %d prototypes below purity %.2f; %d remain", len(removed), min_purity, head.num_prototypes)
+    return PruneResult(min_purity, report.purity_k, removed, head.num_prototypes)
+
+
+def remove_prototypes(net, keep: torch.Tensor) -> list[int]:
+    """Keep only the prototypes ``keep`` marks (a bool mask over P): the head, its last layer, the
+    prototype classes and the projection record stay consistent; the rest are renumbered and keep
+    their ``original_id``. Returns the ids removed (before renumbering)."""
+    keep = keep.bool().cpu()
     removed = (~keep).nonzero().flatten().tolist()
-    head.keep_prototypes(keep)
+    if not removed:
+        return []
+    net.head.keep_prototypes(keep)
     projection = projection_of(net)
     if projection is not None:
         net.prototypes = projection.kept(keep.tolist()).to_dict()
     net.refresh_config()
-    log.info("pruned %d prototypes below purity %.2f; %d remain", len(removed), min_purity, head.num_prototypes)
-    return PruneResult(min_purity, report.purity_k, removed, head.num_prototypes)
+    return removed

@@ -21,10 +21,10 @@ from protolm.modeling.inference import Precision
 from protolm.prototypes.features import Features, encode_split
 from protolm.prototypes.health import HealthReport, HealthSettings, HealthSummary, PruneResult, prototype_health
 from protolm.prototypes.health_map import plot_prototypes
-from protolm.prototypes.last_layer import LastLayerPhase, train_last_layer
+from protolm.prototypes.last_layer import LastLayerPhase, train_last_layer, unconnected
 from protolm.prototypes.projection import project
-from protolm.prototypes.pruning import prune_prototypes
-from protolm.prototypes.records import Projection
+from protolm.prototypes.pruning import prune_prototypes, remove_prototypes
+from protolm.prototypes.records import Projection, projection_of
 from protolm.utils.files import write_json
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ class ProjectionResult:
     projection: Projection
     checkpoint: Path  # projected.ckpt
     unprojected: dict[str, float] = field(default_factory=dict)  # unprojected/test/* metrics
+    unconnected: list[int] = field(default_factory=list)  # prototypes a sparse last layer left without a connection
+
+    def summary(self) -> dict:
+        """What results.json keeps: the projection's summary and the prototypes the last layer removed."""
+        return self.projection.summary() | {"removed_unconnected": self.unconnected}
 
 
 @dataclass
@@ -106,7 +111,7 @@ class PostTrainingResult:
     def record(self) -> dict:
         """results.json's ``projection`` and ``health`` entries."""
         return {
-            "projection": self.projected.projection.summary() if self.projected else None,
+            "projection": self.projected.summary() if self.projected else None,
             "health": self.health.summary() if self.health else None,
         }
 
@@ -122,18 +127,23 @@ def projection_stage(
         log.info("testing the model before projection (project.report_unprojected)")
         unprojected = {f"unprojected/{k}": v for k, v in ctx.evaluate("test").items()}
     train, split = ctx.features("train"), ctx.datamodule.role_split("train")
+    retrain = project_cfg.mode == "replace" and phase is not None and phase.epochs > 0
+    teacher = train.logits(ctx.net.head, ctx.net.device) if retrain and phase.objective == "distill" else None
     log.info("projecting the %d prototypes onto %d training examples (project.mode=%s)",
              ctx.net.head.num_prototypes, len(train), project_cfg.mode)  # fmt: skip
     with ctx.timed("projection"):
         record = project(ctx.net, train, split, project_cfg.mode, project_cfg.top_k)
-    if project_cfg.mode == "replace" and phase is not None and phase.epochs:
-        log.info("training the last layer for %d epoch(s) after the replace (project.last_layer_epochs)", phase.epochs)
+    removed = []
+    if retrain:
+        log.info("training the last layer for %d epoch(s) after the replace (project.last_layer_*)", phase.epochs)
         with ctx.timed("last_layer"):
-            train_last_layer(ctx.net.head, train, split.lengths, phase)
+            train_last_layer(ctx.net.head, train, split.lengths, phase, teacher)
+            removed = remove_prototypes(ctx.net, ~unconnected(ctx.net.head))
+        record = projection_of(ctx.net)
     ctx.save_checkpoint(checkpoint)
     if ctx.is_writer:
         write_json(ctx.out_dir / "prototypes.json", record.to_dict())
-    return ProjectionResult(record, checkpoint, unprojected)
+    return ProjectionResult(record, checkpoint, unprojected, removed)
 
 
 # ------------------------------------------------------------------------ health, pruning

@@ -97,14 +97,11 @@ class ProtoLM(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int):
         out = self._step(batch, "val")["out"]
-        self.val_metrics.update(self._predictions(out), batch["labels"])
+        self.val_metrics.update(out["logits"], batch["labels"])
 
     def test_step(self, batch: dict, batch_idx: int):
         out = self._step(batch, "test")["out"]
-        self.test_metrics.update(self._predictions(out), batch["labels"])
-
-    def _predictions(self, out: dict) -> torch.Tensor:
-        return out["logits"].squeeze(-1).float() if self.regression else out["logits"].argmax(-1)
+        self.test_metrics.update(out["logits"], batch["labels"])
 
     def _log_usage(self, stage: str):
         if self.is_prototype:  # counts are summed over processes by the metric: the same everywhere

@@ -59,7 +59,7 @@ def ship(settings: Settings, trainer, model, datamodule, selected: str | None, r
         is_writer=trainer.is_global_zero,
     )
     ctx.evaluate = lambda role: evaluate_features(ctx.net, ctx.features(role), model.objective, f"{role}/")
-    phase = phase_from_run(model.artifacts["config"], settings.project.last_layer_epochs)
+    phase = phase_from_run(model.artifacts["config"], settings.project)
     stages = PostTraining(settings.project, settings.health, settings.prune, phase)
     post = after_training(ctx, stages)
     post.checkpoint = post.checkpoint or selected
