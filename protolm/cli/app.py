@@ -34,6 +34,12 @@ COMMANDS = {
     "project": Command("project", "protolm.cli.project:project_command", "project prototypes onto training examples"),
     "health": Command("health", "protolm.cli.health:health_command", "prototype usage, purity, duplicates; pruning"),
     "evaluate": Command("evaluate", "protolm.cli.evaluate:evaluate_command", "faithfulness of the explanations"),
+    "edit": Command(
+        "edit",
+        "protolm.cli.edit:edit_command",
+        "remove, replace, add or forbid prototypes; retrain; report",
+        ("example_text",),
+    ),  # fmt: skip
     "aggregate": Command(None, "protolm.cli.aggregate:main", "tables (mean, std, CI) from runs' results.json"),
 }
 

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from omegaconf import MISSING
 
 from protolm.config.fields import group, option
-from protolm.config.prototypes import FaithfulnessConfig, HealthConfig, ProjectConfig, PruneConfig
+from protolm.config.prototypes import (
+    LAST_LAYER_OBJECTIVES,
+    FaithfulnessConfig,
+    HealthConfig,
+    ProjectConfig,
+    PruneConfig,
+)
 from protolm.config.reading import section
 from protolm.utils.errors import ConfigError, check_choice, check_device, check_number
 
@@ -94,6 +100,7 @@ class ProjectToolConfig(ModelToolConfig):
 @dataclass
 class HealthToolConfig(ModelToolConfig):
     health: HealthConfig = group(HealthConfig, "what to measure")
+    phrases: list[str] = option([], "list the prototypes whose nearest examples contain these words (a shortcut hunt)")
     prune: PruneConfig = group(PruneConfig, "prune.enabled=true writes pruned.ckpt")
     data: ToolDataConfig = group(ToolDataConfig, "the training run's data")
 
@@ -165,6 +172,77 @@ class ServeConfig(ModelToolConfig):
         check_choice("log_level", self.log_level, LOG_LEVELS)
 
 
+@dataclass
+class ForbidConfig:
+    """forbid.*: a concept the model must stop relying on, and the debugging fine-tune that follows."""
+
+    phrases: list[str] = option([], "words or phrases (whole words, any case) the model must not rely on")
+    texts: list[str] = option([], "example texts of the concept")
+    min_share: float = option(0.8, "a prototype carries a phrase when this share of its nearest examples has it")
+    remove: bool = option(True, "remove the prototypes that carry the concept (allowed ones stay)")
+    fine_tune: bool = option(True, "then the debugging fine-tune: counterfactuals and the forgetting term")
+    tune_encoder: bool = option(False, "the fine-tune also trains the encoder (where the encoder learned it)")
+    epochs: int = option(1, "fine-tune epochs over its examples")
+    forgetting: float = option(1.0, "the forgetting term's weight (prototypes pushed from the concept)")
+    max_examples: int = option(2000, "examples with a phrase used (and as many with it inserted)")
+
+    def __post_init__(self):
+        check_number("forbid.min_share", self.min_share, low=0, high=1, low_open=True)
+        check_number("forbid.epochs", self.epochs, low=1, integer=True)
+        check_number("forbid.forgetting", self.forgetting, low=0)
+        check_number("forbid.max_examples", self.max_examples, low=1, integer=True)
+
+
+@dataclass
+class RetrainConfig:
+    """retrain.*: the last-layer phase after an edit (on the training split's cached embeddings)."""
+
+    epochs: int = option(3, "last-layer epochs after the edit (0: none)")
+    objective: str = option("distill", "distill (the answers before the edit) | labels")
+
+    def __post_init__(self):
+        check_number("retrain.epochs", self.epochs, low=0, integer=True)
+        check_choice("retrain.objective", self.objective, LAST_LAYER_OBJECTIVES)
+
+
+@dataclass
+class EditToolConfig(ModelToolConfig):
+    """One edit round: one of remove, replace, add, forbid; allow= alone or beside it."""
+
+    remove: list[int] = option([], "prototype ids to remove, e.g. remove=[3,17]")
+    replace: int | None = option(None, "a prototype to move onto a training example (example= or example_text=)")
+    example: int | None = option(None, "with replace: the example's position in the training split")
+    example_text: str | None = option(None, "with replace: the example's text, exactly as in the training split")
+    add: list[str] = option([], "texts to add as new prototypes of add_class")
+    add_class: str | None = option(None, "with add: the class name (or index) of the new prototypes")
+    forbid: ForbidConfig = group(ForbidConfig, "a concept to stop relying on")
+    allow: list[int] = option([], "prototype ids to keep as they are in this and later edits")
+    retrain: RetrainConfig = group(RetrainConfig, "the last-layer phase after the edit")
+    max_flipped: int = option(20, "flipped predictions explained in the report")
+    data: ToolDataConfig = group(ToolDataConfig, "the training run's data")
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_number("max_flipped", self.max_flipped, low=0, integer=True)
+        asked = [name for name, given in self.edits_asked().items() if given]
+        if len(asked) > 1 or not (asked or self.allow):
+            which = f"got {', '.join(asked)}" if asked else "got none"
+            raise ConfigError(f"edit: give one of remove=, replace=, add=, forbid.phrases=/texts=, or allow= ({which})")
+        if self.replace is not None and (self.example is None) == (self.example_text is None):
+            raise ConfigError("replace= needs exactly one of example=<position> or example_text=<text>")
+        if self.add and self.add_class is None:
+            raise ConfigError("add= needs add_class=<class name>")
+
+    def edits_asked(self) -> dict[str, bool]:
+        """Which edit the command asks for (allow= is not one: it marks what later edits keep)."""
+        return {
+            "remove": bool(self.remove),
+            "replace": self.replace is not None,
+            "add": bool(self.add),
+            "forbid": bool(self.forbid.phrases or self.forbid.texts),
+        }
+
+
 TOOL_SCHEMAS = {
     "explain": ExplainConfig,
     "project": ProjectToolConfig,
@@ -173,6 +251,7 @@ TOOL_SCHEMAS = {
     "export": ExportConfig,
     "predict": PredictConfig,
     "serve": ServeConfig,
+    "edit": EditToolConfig,
 }
 
 

@@ -68,6 +68,9 @@ class DataConfig:
     cache_dir: str | None = option(None, "where the cache lives; null: PROTOLM_CACHE_DIR, else ~/.cache/protolm/data")
     streaming: bool = option(False, "read the training split as a stream each epoch (for corpora larger than disk)")
     shuffle_buffer: int = option(10_000, "the stream's seeded shuffle buffer, in examples")
+    shortcut_token: str | None = option(None, "a study's planted shortcut: this token inserted into train and val")
+    shortcut_class: int = option(1, "with shortcut_token: the class whose examples get it")
+    shortcut_share: float = option(0.5, "with shortcut_token: the share of that class's examples that get it")
 
     def __post_init__(self):
         check_number("data.max_length", self.max_length, low=2, integer=True)
@@ -79,6 +82,8 @@ class DataConfig:
         check_number("data.hub_timeout_s", self.hub_timeout_s, low=0, low_open=True)
         check_number("data.shuffle_buffer", self.shuffle_buffer, low=1, integer=True)
         check_choice("data.hub", self.hub, HUB_MODES)
+        check_number("data.shortcut_class", self.shortcut_class, low=0, integer=True)
+        check_number("data.shortcut_share", self.shortcut_share, low=0, high=1, low_open=True)
 
     @property
     def eval_batch(self) -> int:

@@ -20,6 +20,7 @@ from protolm.data.cache import ArrowCache, digest, tokenizer_identity
 from protolm.data.collate import PadCollator
 from protolm.data.resumable import ResumableDataLoader, TrainOrder
 from protolm.data.sampling import LengthGroupedSampler
+from protolm.data.shortcut import plant
 from protolm.data.split import Split
 from protolm.data.stream import StreamedTrainSplit
 from protolm.utils.errors import ConfigError
@@ -105,6 +106,9 @@ class TaskDataModule(L.LightningDataModule):
 
             def encode(path) -> dict:
                 split = build.limit(self.load_splits([name])[name], count, self.data.split_seed)
+                if self.data.shortcut_token and role in ("train", "val"):
+                    d = self.data
+                    split = plant(split, d.shortcut_token, d.shortcut_class, d.shortcut_share, d.split_seed)
                 split = encoding.encode(split, self.tokenizer, self.data.max_length, path)
                 digest = encoding.examples_digest(split) if role == "train" else None
                 return {"name": split.name, "origin": split.origin, "truncated": split.truncated, "fingerprint": digest}

@@ -39,6 +39,7 @@ def role_key(
             count,
             tokenizer_id,
             data.max_length,
+            *([data.shortcut_token, data.shortcut_class, data.shortcut_share] if data.shortcut_token else []),
         ]
     )
 

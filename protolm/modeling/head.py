@@ -186,6 +186,24 @@ class PrototypeHead(nn.Module):
         self.num_prototypes = int(keep.sum())
 
     @torch.no_grad()
+    def add_prototypes(self, vectors: torch.Tensor, class_index: int) -> None:
+        """Append prototypes of class ``class_index`` (``vectors``: N x H). Their last-layer columns
+        start as the mean column of the class's existing prototypes: the new ones weigh what an
+        average prototype of their class weighs until the last layer is retrained."""
+        vectors = vectors.to(self.prototypes).reshape(-1, self.hidden_size)
+        members = self.prototype_class == class_index
+        column = self.last_layer.weight[:, members].mean(1, keepdim=True)
+        self.prototypes = nn.Parameter(torch.cat([self.prototypes.detach(), vectors]))
+        added = torch.full((len(vectors),), class_index, dtype=torch.long, device=self.prototype_class.device)
+        self.prototype_class = torch.cat([self.prototype_class, added])
+        old = self.last_layer
+        self.num_prototypes += len(vectors)
+        self.last_layer = nn.Linear(self.num_prototypes, self.num_classes, bias=old.bias is not None).to(old.weight)
+        self.last_layer.weight.copy_(torch.cat([old.weight, column.expand(-1, len(vectors))], dim=1))
+        if old.bias is not None:
+            self.last_layer.bias.copy_(old.bias)
+
+    @torch.no_grad()
     def reset_last_layer(self):
         """ProtoPNet's initialisation: +1 from a prototype to its class, incorrect_class_weight elsewhere."""
         if self.regression:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protolm.modeling.inference import Precision, outputs
+from protolm.modeling.inference import MODEL_INPUTS, Precision, encode_texts, evaluating, forward, outputs, to_device
 from protolm.utils.processes import gather_rows, world
 from protolm.utils.progress import track
 
@@ -107,3 +107,14 @@ def pooled_of(net, datamodule, indices: list[int], role: str = "train", precisio
         for index, vector in zip(batch["index"].tolist(), out["pooled"].float()):
             by_index[index] = vector
     return torch.stack([by_index[i] for i in indices])
+
+
+@torch.no_grad()
+def pooled_of_texts(net, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> torch.Tensor:
+    """Pooled embeddings of texts a person gives (new prototypes, a concept's examples), N x H."""
+    parts = []
+    with evaluating(net):
+        for start in range(0, len(texts), batch_size):
+            enc = encode_texts(tokenizer, texts[start : start + batch_size], None, max_length)
+            parts.append(forward(net, to_device(enc, net.device, MODEL_INPUTS))["pooled"].float().cpu())
+    return torch.cat(parts) if parts else torch.empty(0, net.encoder.config.hidden_size)

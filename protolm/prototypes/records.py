@@ -33,6 +33,8 @@ class PrototypeRecord:
     nearest: list[Neighbour]
     replaced_by: int | None = None  # replace: the example the prototype was moved onto
     original_id: int | None = None  # after pruning: its id before the prototypes were renumbered
+    added_from: str | None = None  # an added prototype: the text a person gave it from
+    allowed: bool = False  # a person marked it valid: edits keep it as it is
 
     def to_dict(self) -> dict:
         record = {
@@ -42,9 +44,11 @@ class PrototypeRecord:
             "nearest": [dataclasses.asdict(n) for n in self.nearest],
         }
         # Only present when they apply, as in the records written before these types existed.
-        for key in ("replaced_by", "original_id"):
+        for key in ("replaced_by", "original_id", "added_from"):
             if getattr(self, key) is not None:
                 record[key] = getattr(self, key)
+        if self.allowed:
+            record["allowed"] = True
         return record
 
     @classmethod
@@ -56,6 +60,8 @@ class PrototypeRecord:
             nearest=[Neighbour(**n) for n in record["nearest"]],
             replaced_by=record.get("replaced_by"),
             original_id=record.get("original_id"),
+            added_from=record.get("added_from"),
+            allowed=bool(record.get("allowed", False)),
         )
 
 
@@ -71,14 +77,15 @@ class Projection:
     epoch: int | None  # the training epoch it happened at (null: outside a fit)
     shared_examples: int  # prototypes that had to share an example (a class with too few)
     prototypes: list[PrototypeRecord] = field(default_factory=list)
+    edits: list[dict] = field(default_factory=list)  # the edit log (protolm.prototypes.edits), oldest first
 
     def record(self, prototype_id: int) -> PrototypeRecord | None:
         """The projected record of prototype ``prototype_id`` (None if it has none)."""
         return next((p for p in self.prototypes if p.prototype_id == prototype_id), None)
 
     def summary(self) -> dict:
-        """Everything but the per-prototype records (what results.json keeps)."""
-        return {k: v for k, v in self.to_dict().items() if k != "prototypes"}
+        """Everything but the per-prototype records and the edit log (what results.json keeps)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("prototypes", "edits")}
 
     def kept(self, keep: list[bool]) -> Projection:
         """The records of the kept prototypes, renumbered 0..n-1 as the pruned head numbers them."""
@@ -106,13 +113,17 @@ class Projection:
 
     def to_dict(self) -> dict:
         """Plain types only: checkpoints are read with ``torch.load(weights_only=True)``."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "prototypes"}
-        return {**fields, "prototypes": [p.to_dict() for p in self.prototypes]}
+        fields = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("prototypes", "edits")
+        }
+        record = {**fields, "prototypes": [p.to_dict() for p in self.prototypes]}
+        return record | ({"edits": list(self.edits)} if self.edits else {})  # absent until a first edit
 
     @classmethod
     def from_dict(cls, record: dict) -> Projection:
         prototypes = [PrototypeRecord.from_dict(p) for p in record["prototypes"]]
-        return cls(**{k: v for k, v in record.items() if k != "prototypes"}, prototypes=prototypes)
+        rest = {k: v for k, v in record.items() if k not in ("prototypes", "edits")}
+        return cls(**rest, prototypes=prototypes, edits=list(record.get("edits", [])))
 
 
 def projection_of(net) -> Projection | None:

@@ -26,6 +26,10 @@ class TrainingDiverged(ProtoLMError):
     pass
 
 
+class EditError(ProtoLMError):
+    """An edit to a model's prototypes that cannot be made; the model is left as it was."""
+
+
 def unknown_keys_message(where: str, unknown: Iterable[str], valid: Iterable[str]) -> str:
     """'<where>: unknown key(s) x (did you mean y?); valid keys: a, b, c'."""
     valid = sorted(valid)
