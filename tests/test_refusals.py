@@ -50,6 +50,7 @@ RUN_CASES = [
     ("ckpt_path=/nonexistent.ckpt", "/nonexistent.ckpt"),
     ("ckpt_path=last", "ckpt_path=last: no earlier run with the same overrides"),
     ("data.data_dir=/nonexistent", "/nonexistent/sst2/train.tsv"),
+    ("callbacks.progress_every_s=0", "callbacks.progress_every_s=0 must be a number in (0, 3600]"),
 ]
 if not HAS_CUDA:
     RUN_CASES.append(("trainer.accelerator=gpu", "trainer.accelerator=gpu: torch sees no GPU device"))
@@ -67,6 +68,7 @@ TOOL_CASES = [
     ("predict", ["model=x", "input_file=a.txt", "output=b.csv", "batch_size=0"], "batch_size=0 must be"),
     ("predict", ["model=x", "input_file=a.pdf", "output=b.csv"], "input_file"),
     ("predict", ["model=x", "output=b.csv"], "input_file must be given"),
+    ("predict", ["model=x", "input_file=a.txt", "output=b.csv", "progress_every_s=7200"], "progress_every_s=7200 must"),
     ("serve", ["model=x", "port=99999"], "port=99999 must be a whole number in [0, 65535]"),
     ("serve", ["model=x", "log_level=loud"], "log_level='loud' is not one of"),
     ("evaluate", ["model=x", "faithfulness.target=both"], "faithfulness.target='both' is not one of"),

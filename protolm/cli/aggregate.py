@@ -33,6 +33,7 @@ IGNORED_PREFIXES = (
     "logger.",
     "trainer.enable_progress_bar",
     "callbacks.progress_bar",
+    "callbacks.progress_every_s",
     "hydra",
     "optimized_metric",
 )

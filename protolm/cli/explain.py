@@ -13,8 +13,10 @@ from protolm.config.tools import ExplainConfig
 from protolm.modeling.saved import require_projection
 from protolm.serving.render import print_explanations, render_html
 from protolm.utils.errors import ConfigError, DataError
+from protolm.utils.progress import track
 
 log = logging.getLogger(__name__)
+EXPLAIN_BATCH = 16  # inputs per forward pass (Classifier.explain's default), counted by the progress
 
 
 def _lines_of(path: Path, max_inputs: int, pair_task: bool) -> tuple[list[str], list[str] | None]:
@@ -73,7 +75,12 @@ def explain_command(cfg: ExplainConfig) -> dict:
     texts, pairs = _inputs(cfg, clf)
     if cfg.max_length:
         clf.max_length = cfg.max_length
-    explanations = clf.explain(texts, pairs, top_k=cfg.top_k, nearest=cfg.nearest)
+    explanations = []
+    for start in track(range(0, len(texts), EXPLAIN_BATCH), "explaining", unit="batches"):
+        batch_pairs = pairs[start : start + EXPLAIN_BATCH] if pairs is not None else None
+        explanations += clf.explain(
+            texts[start : start + EXPLAIN_BATCH], batch_pairs, top_k=cfg.top_k, nearest=cfg.nearest
+        )
     out = output_dir(cfg, ("explanations.jsonl", "explanations.html"))
     with open(out / "explanations.jsonl", "w") as f:
         for e in explanations:

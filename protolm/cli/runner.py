@@ -232,10 +232,12 @@ def entry_point(config_name: str, command: str, free_text: tuple[str, ...] = ())
 
     def checked_command(cfg: DictConfig):
         from protolm.training.runs import holding
+        from protolm.utils.progress import lines_every
 
         checked = check_tool_config(config_name, cfg)  # every range, before the command loads anything
         module, _, name = command.partition(":")
-        with holding(Path(checked.output_dir), "output directory"):  # one process per output directory
+        # one process per output directory; progress lines (off a terminal) at the command's interval
+        with holding(Path(checked.output_dir), "output directory"), lines_every(checked.progress_every_s):
             return getattr(importlib.import_module(module), name)(checked)
 
     def task(cfg: DictConfig):

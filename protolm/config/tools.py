@@ -22,7 +22,9 @@ from protolm.config.prototypes import (
     PruneConfig,
 )
 from protolm.config.reading import section
+from protolm.config.training import PROGRESS_EVERY_HELP, check_progress_every
 from protolm.utils.errors import ConfigError, check_choice, check_device, check_number
+from protolm.utils.progress import LINE_EVERY_S
 
 log = logging.getLogger(__name__)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -37,9 +39,11 @@ class ToolConfig:
     output_dir: str = option("${hydra:runtime.output_dir}", "where the command writes (a fresh folder per call)")
     traceback: bool = option(False, "print full tracebacks on errors (also PROTOLM_DEBUG=1)")
     overwrite: bool = option(False, "allow writing into an output directory that already holds this command's outputs")
+    progress_every_s: float = option(LINE_EVERY_S, PROGRESS_EVERY_HELP)
 
     def __post_init__(self):
         check_device("device", self.device)
+        check_progress_every("progress_every_s", self.progress_every_s)
 
 
 @dataclass
@@ -146,7 +150,7 @@ class PredictConfig(ModelToolConfig):
     explain: bool = option(False, "add the explanation of each prediction (prototype models)")
     top_k: int = option(3, "with explain: prototypes per row")
     nearest: int = option(3, "with explain: training examples per prototype")
-    progress: bool = option(True, "a progress bar on a terminal, periodic log lines elsewhere")
+    progress: bool = option(True, "a progress bar on a terminal, a log line every progress_every_s elsewhere")
 
     def __post_init__(self):
         super().__post_init__()

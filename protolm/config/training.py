@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from protolm.config.fields import group, option
 from protolm.utils.errors import ConfigError, check_choice, check_number
+from protolm.utils.progress import LINE_EVERY_S, MAX_LINE_EVERY_S
 
 SCHEDULERS = ("linear", "cosine", "constant")
 # torch.optim.AdamW's implementations: one fused kernel over all parameters, one multi-tensor
@@ -13,6 +14,14 @@ SCHEDULERS = ("linear", "cosine", "constant")
 OPTIMIZER_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")
 HUB_MODES = ("auto", "never")
 PROGRESS_BARS = ("rich", "tqdm", "none")
+PROGRESS_EVERY_HELP = (
+    f"off a terminal (a file, nohup, a cluster job, CI): seconds between progress lines, in (0, {MAX_LINE_EVERY_S}]"
+)
+
+
+def check_progress_every(key: str, seconds) -> None:
+    """A progress interval: more than 0 s, at most an hour."""
+    check_number(key, seconds, low=0, low_open=True, high=MAX_LINE_EVERY_S)
 
 
 @dataclass
@@ -113,10 +122,12 @@ class EarlyStoppingConfig:
 class CallbacksConfig:
     checkpoint: CheckpointConfig = group(CheckpointConfig, "checkpoint writing")
     early_stopping: EarlyStoppingConfig = group(EarlyStoppingConfig, "early stopping")
-    progress_bar: str = option("rich", "rich | tqdm | none")
+    progress_bar: str = option("rich", "the bar on a terminal: rich | tqdm | none (none: progress lines there too)")
+    progress_every_s: float = option(LINE_EVERY_S, PROGRESS_EVERY_HELP)
 
     def __post_init__(self):
         check_choice("callbacks.progress_bar", self.progress_bar, PROGRESS_BARS)
+        check_progress_every("callbacks.progress_every_s", self.progress_every_s)
         check_number("callbacks.checkpoint.save_top_k", self.checkpoint.save_top_k, low=-1, integer=True)
         check_number(
             "callbacks.checkpoint.every_n_train_steps",

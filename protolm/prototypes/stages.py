@@ -53,11 +53,15 @@ class StageContext:
 
     @contextlib.contextmanager
     def timed(self, stage: str):
+        """Times the block as ``stage`` (results.json's timings), with a log line at its start and end."""
+        log.info("stage %s started", stage)
         started = time.time()
         try:
             yield
         finally:
-            self.timings[stage] = round(self.timings.get(stage, 0.0) + time.time() - started, 2)
+            seconds = time.time() - started
+            self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 2)
+        log.info("stage %s finished in %.1f s", stage, seconds)
 
 
 @dataclass

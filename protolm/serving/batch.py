@@ -19,6 +19,7 @@ from pathlib import Path
 
 from protolm.data.readers import json_objects
 from protolm.utils.errors import ConfigError, DataError
+from protolm.utils.progress import counting
 
 INPUT_FORMATS = ("txt", "csv", "jsonl")
 OUTPUT_FORMATS = ("csv", "jsonl")
@@ -178,19 +179,17 @@ def predict_file(
     progress: bool = True,
 ) -> int:
     """Classify every row of ``input_file`` into ``output``; returns the number of rows."""
-    from tqdm import tqdm
-
     rows = read_rows(input_file, clf.text_pair, text_field, pair_field)
     writer = Writer(output, clf.labels, clf.text_pair)
     written = 0
     try:
-        total = count_lines(input_file) if progress else None  # a second pass over the file: only for the bar
-        with tqdm(total=total, unit="row", disable=not progress, desc="predict") as bar:
+        total = count_lines(input_file) if progress else None  # a second pass over the file: only for progress
+        with counting("predict", total, "rows", enabled=progress) as counter:
             for chunk in _chunks(rows, chunk_size):
                 for result in classify_chunk(clf, chunk, batch_size, explain):
                     writer.write(result)
                 written += len(chunk)
-                bar.update(len(chunk))
+                counter.advance(len(chunk))
     except BaseException:
         writer.abandon()
         raise

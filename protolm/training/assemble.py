@@ -126,7 +126,7 @@ def selection_metric(task: TaskSpec) -> tuple[str, str]:
 
 def build_callbacks(settings: Settings, ckpt_dir: Path) -> tuple[list, L.Callback]:
     """The run's callbacks, and the ModelCheckpoint that selects the best checkpoint."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from protolm.training.callbacks import ProjectEveryNEpochs
     from protolm.training.resume import ResumeTrainingOrder, SaveOnInterrupt
@@ -156,10 +156,24 @@ def build_callbacks(settings: Settings, ckpt_dir: Path) -> tuple[list, L.Callbac
         callbacks.append(ProjectEveryNEpochs(settings.project))
     if cb.early_stopping.enabled:
         callbacks.append(EarlyStopping(monitor=metric, mode=mode, patience=cb.early_stopping.patience))
-    bars = {"rich": lambda: RichProgressBar(leave=True), "tqdm": TQDMProgressBar, "none": None}
-    if settings.trainer.get("enable_progress_bar", True) and bars[cb.progress_bar] is not None:
-        callbacks.append(bars[cb.progress_bar]())
+    if settings.trainer.get("enable_progress_bar", True):
+        callbacks.append(progress_display(settings))
     return callbacks, checkpoint
+
+
+def progress_display(settings: Settings) -> L.Callback:
+    """How training shows its progress: on a terminal the bar ``callbacks.progress_bar`` names;
+    elsewhere (a file, nohup, a cluster job), or with ``progress_bar=none``, a log line every
+    ``callbacks.progress_every_s`` (one progress callback either way: Lightning adds no bar of its own)."""
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    from protolm.training.callbacks import ProgressLines
+    from protolm.utils.progress import on_terminal
+
+    cb = settings.callbacks
+    if cb.progress_bar == "none" or not on_terminal():
+        return ProgressLines(cb.progress_every_s)
+    return RichProgressBar(leave=True) if cb.progress_bar == "rich" else TQDMProgressBar()
 
 
 def trainer_kwargs(settings: Settings, **changes) -> dict:

@@ -29,6 +29,7 @@ from protolm.training.assemble import (
 from protolm.training.loggers import build_loggers, log_config, log_final_metrics, log_prototype_table
 from protolm.training.runs import finish_checkpoints, holding, resolve_resume
 from protolm.training.ship import Shipped, ship
+from protolm.utils.progress import lines_every
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def train(cfg: DictConfig) -> dict:
     run_dir, ckpt_path = resolve_resume(cfg)
     with open_dict(cfg):  # a resumed run keeps writing (checkpoints, logs, results) where it began
         cfg.paths.output_dir = str(run_dir)
-    with holding(run_dir):  # one process per run directory: a second one is refused, not mixed in
+    # one process per run directory: a second one is refused, not mixed in
+    with holding(run_dir), lines_every(settings.callbacks.progress_every_s):
         return fit_and_report(cfg, settings, run_dir, ckpt_path, started)
 
 
