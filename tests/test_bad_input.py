@@ -4,7 +4,7 @@ import json
 import string
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from protolm.config import DataConfig
@@ -12,7 +12,7 @@ from protolm.config.task import TaskSpec
 from protolm.data.datamodule import TaskDataModule
 from protolm.explanations.describe import explain
 from protolm.utils.errors import ConfigError, DataError
-from tests.support import toy_task
+from tests.support import run_here, toy_task
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Free text as users and datasets produce it: empty, whitespace, punctuation, any script, long.
@@ -76,6 +76,7 @@ LABEL = st.one_of(
 
 @SETTINGS
 @given(labels=st.lists(LABEL, min_size=2, max_size=6))
+@example(labels=["neg", "¹"])  # a digit to str.isdigit, not to int(): once a ValueError's traceback
 def test_mixed_label_types_map_or_fail_naming_the_row(labels, tmp_path_factory, minilm_tokenizer):
     tmp_path = tmp_path_factory.mktemp("d")
     cfg = jsonl_task(tmp_path, [{"a": "text", "y": y} for y in labels])
@@ -141,3 +142,33 @@ def test_pair_task_given_one_text_in_a_file(tmp_path, minilm_tokenizer):
     cfg = jsonl_task(tmp_path, [{"a": "x", "b": "z", "y": "pos"}, {"a": "only one", "y": "neg"}], pair=True)
     with pytest.raises(DataError, match=r"row 2: no text field 'b'"):
         load_train(cfg, tmp_path, minilm_tokenizer)
+
+
+def test_asking_for_more_examples_than_a_split_has_and_splits_with_empty_texts_are_said(tmp_path, capsys, monkeypatch):
+    """data.max_train_samples / max_eval_samples above a split's size: all of it is used, and one
+    warning line per split names the key, the count asked for and the count there is."""
+    (tmp_path / "data" / "t").mkdir(parents=True)
+    rows = [f"{word} film\t{i % 2}" for i, word in enumerate("good bad fine dull great poor nice flat".split() * 2)]
+    (tmp_path / "data" / "t" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    (tmp_path / "data" / "t" / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows[:3] + [" \t1"]) + "\n")
+    (tmp_path / "conf" / "task").mkdir(parents=True)
+    task = toy_task("tsv", ["sentence"], "label", labels=["0", "1"], name="small")
+    (tmp_path / "conf" / "task" / "small.yaml").write_text(json.dumps(task))
+    args = [
+        "backbone=tiny", "logger=none", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+        "head.num_prototypes=4", "data.max_train_samples=1000", "data.max_eval_samples=50",
+        f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "task=small", f"data.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    result = run_here("run.py", *args, capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "data.max_train_samples=1000, but small/train has only 15 examples: all 15 are used" in log
+    assert "data.max_eval_samples=50, but small/validation has only 4 examples: all 4 are used" in log
+    assert "data.max_train_samples=1000, but" in result.stdout + result.stderr  # on the terminal too
+    # The model's split with a text that is only a space: explain leaves it out and says so.
+    args = [f"model={tmp_path / 'run'}", "split=test", f"hydra.run.dir={tmp_path / 'explained'}"]
+    result = run_here("protolm", "explain", *args, capsys=capsys, monkeypatch=monkeypatch)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "split=test: skipped 1 example(s) with no text" in (tmp_path / "explained" / "explain.log").read_text()
+    assert len((tmp_path / "explained" / "explanations.jsonl").read_text().splitlines()) == 3

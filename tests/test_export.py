@@ -16,12 +16,18 @@ SENTENCES = ["a gripping , beautifully acted film", "dull and far too long", "it
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_run, tmp_path_factory):
-    """tiny_run exported through the command line, as a user would."""
+def export_command(tiny_run, tmp_path_factory):
+    """tiny_run exported through the command line with model.onnx, as a user would: (directory, what it said)."""
     out = tmp_path_factory.mktemp("export") / "model"
-    result = run_cli(*PROTOLM, "export", f"model={tiny_run}", f"out={out}", f"hydra.run.dir={out.parent / 'log'}")
+    args = [f"model={tiny_run}", f"out={out}", "onnx=true", f"hydra.run.dir={out.parent / 'log'}"]
+    result = run_cli(*PROTOLM, "export", *args, env={"COLUMNS": "400"})  # long paths on one line each
     assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    return out, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(export_command):
+    return export_command[0]
 
 
 def sst2_train_texts() -> set[str]:
@@ -114,7 +120,7 @@ def test_load_accepts_a_run_a_checkpoint_and_an_export_alike(exported, tiny_run)
         assert row["prediction"] == other["prediction"]
         assert all(abs(row["probs"][k] - other["probs"][k]) < 1e-5 for k in row["probs"])
     row = predictions[0][0]
-    assert set(row) == {"prediction", "probs"} and set(row["probs"]) == {"negative", "positive"}
+    assert set(row) == {"prediction", "probs", "truncated"} and set(row["probs"]) == {"negative", "positive"}
     assert abs(sum(row["probs"].values()) - 1) < 1e-6 and row["prediction"] == max(row["probs"], key=row["probs"].get)
     explanation = by_source[2].explain(SENTENCES[:1], top_k=2, nearest=1)[0]
     assert set(explanation) >= {"prediction", "probs", "tokens", "attention", "prototypes", "text", "text_pair"}
@@ -134,11 +140,19 @@ def test_classifier_refuses_inputs_that_do_not_fit_the_model(exported, tmp_path)
         clf.predict("one string")
     with pytest.raises(DataError, match="single texts: drop text_pairs"):
         clf.predict(["a"], text_pairs=["b"])
+    for texts, index in ((["a", " \t\n"], 1), ([""], 0)):  # no words: no prediction worth giving
+        for method in (clf.predict, clf.explain):
+            with pytest.raises(DataError, match=rf"texts\[{index}\] is empty or only whitespace: there is nothing"):
+                method(texts)
+    with pytest.raises(DataError, match=r"texts\[0\] is NoneType, not a string"):
+        clf.predict([None])
     clf.model.config.text_pair = True  # as a pair task's model would be
     with pytest.raises(DataError, match="give text_pairs"):
         clf.explain(["a"])
     with pytest.raises(DataError, match="2 texts but 1 text_pairs"):
         clf.predict(["a", "b"], text_pairs=["c"])
+    with pytest.raises(DataError, match=r"text_pairs\[0\] is empty or only whitespace"):
+        clf.predict(["a"], text_pairs=[" "])
 
 
 def test_explaining_leaves_every_module_in_the_mode_it_had(tiny_loaded):
@@ -240,18 +254,45 @@ def test_meta_device_construction_needs_no_tensor_values():
     assert PrototypeHead(8, num_prototypes=4, num_classes=2).prototype_class.tolist() == [0, 0, 1, 1]
 
 
-def test_onnx_export_matches_pytorch_on_real_inputs(exported, tmp_path):
-    """model.onnx (logits, similarities, token attention) under onnxruntime, against the torch model,
-    on dev sentences of several lengths in one padded batch."""
+def test_onnx_export_says_one_line_and_asks_nothing(export_command):
+    """The exporter's ~150 lines of passes and rewrites are turned down; loading the exported tokenizer
+    does not ask whether to trust the directory's code (protolm's own loaders need none of it)."""
+    out, said = export_command
+    lines = [line for line in said.splitlines() if line.strip() and not line.startswith("Writing model shards")]
+    size = (out / "model.onnx").stat().st_size / 1e6
+    assert len(lines) == 2 and lines[0].startswith("exported ") and lines[0].endswith(f" to {out}"), said
+    assert lines[1] == f"wrote {out / 'model.onnx'} ({size:.1f} MB; run it with onnxruntime)"
+    assert "custom code" not in said and "[torch.onnx]" not in said and "onnx_ir" not in said
+
+
+def test_commands_load_an_export_without_asking_to_trust_its_code(exported, tmp_path):
+    result = run_cli(*PROTOLM, "explain", f"model={exported}", "text=a fine film", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = result.stdout + result.stderr
+    assert "custom code" not in said and "trust_remote_code" not in said and "model of type" not in said
+
+
+def test_an_export_without_prototypes_json_warns_once_when_it_loads(exported, tmp_path, caplog):
     import shutil
 
+    model_dir = shutil.copytree(exported, tmp_path / "model")
+    (model_dir / "prototypes.json").unlink()
+    with caplog.at_level("WARNING"):
+        clf = load_classifier(model_dir)
+        explained = clf.explain(SENTENCES[:2], top_k=2)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"{model_dir} has no prototypes.json, so its 8 prototypes have no training examples")
+    assert all(p["nearest_examples"] == [] for e in explained for p in e["prototypes"])  # what the warning said
+
+
+def test_onnx_export_matches_pytorch_on_real_inputs(exported):
+    """model.onnx (logits, similarities, token attention) under onnxruntime, against the torch model,
+    on dev sentences of several lengths in one padded batch."""
     import numpy as np
     import onnxruntime
 
-    from protolm.serving.onnx import export_onnx
-
-    model_dir = shutil.copytree(exported, tmp_path / "model")
-    path = export_onnx(model_dir)
+    model_dir, path = exported, exported / "model.onnx"
     clf = load_classifier(model_dir)
     lines = (data_dir() / "sst2" / "dev.tsv").read_text().splitlines()[1:9]
     texts = [line.split("\t")[0] for line in lines]

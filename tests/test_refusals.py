@@ -65,6 +65,8 @@ TOOL_CASES = [
     ("explain", ["ckpt_path=/nonexistent", "text=hi"], "model=/nonexistent: no such file or directory"),
     ("explain", ["model=x", "text=hi", "device=gpu"], "device='gpu' is not a device"),
     ("explain", ["model=x", "text=hi", "max_inputs=0"], "max_inputs=0 must be a whole number in [1, inf)"),
+    ("explain", ["model=x", "text="], 'text="" is empty or only whitespace: give the text to explain'),
+    ("explain", ["model=x", "text=  \t "], "is empty or only whitespace: give the text to explain"),
     ("predict", ["model=x", "input_file=a.txt", "output=b.csv", "batch_size=0"], "batch_size=0 must be"),
     ("predict", ["model=x", "input_file=a.pdf", "output=b.csv"], "input_file"),
     ("predict", ["model=x", "output=b.csv"], "input_file must be given"),
@@ -267,3 +269,25 @@ def test_explain_says_what_it_left_out_or_truncated(tiny_run, tmp_path, capsys, 
     args = [f"model={tiny_run}", f"input_file={tmp_path / 'long.txt'}", f"hydra.run.dir={tmp_path}/b"]
     code, out = run_in_process("explain", args, capsys, monkeypatch, stream="out")
     assert code == 0 and "(input truncated: the model read its first" in out, out
+
+
+def test_an_unfinished_run_is_named_with_its_last_checkpoint_and_the_command_that_resumes_it(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    """A run stopped before it finished (checkpoints/last.ckpt, no results.json) given as model=."""
+    run = tmp_path / "stopped run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").symlink_to(tiny_run / "checkpoints" / "last.ckpt")
+    (run / ".hydra" / "2026-01-01_00-00-00-000000").mkdir(parents=True)
+    (run / ".hydra" / "2026-01-01_00-00-00-000000" / "overrides.yaml").write_text("- task=rte\n- head.k=3\n")
+    (tmp_path / "in.txt").write_text("fine\n")
+    args = [f"model={run}", f"input_file={tmp_path / 'in.txt'}", f"output={tmp_path / 'o.csv'}"]
+    code, err = run_in_process("predict", [*args, f"hydra.run.dir={tmp_path}/out"], capsys, monkeypatch)
+    assert_refused(code, err, f"model={run} is a training run that has not finished (no results.json)")
+    assert f"resume it with protolm train task=rte head.k=3 ckpt_path='{run}'" in err
+    assert f"or use its last training state as it is: model={run / 'checkpoints' / 'last.ckpt'}" in err
+    (run / "checkpoints" / "last.ckpt").unlink()  # stopped before its first checkpoint
+    code, err = run_in_process("explain", [f"model={run}", "text=fine", f"hydra.run.dir={tmp_path}/out"], capsys,
+                               monkeypatch)  # fmt: skip
+    assert_refused(code, err, "is a training run that stopped before it saved checkpoints/last.ckpt")
+    assert not (tmp_path / "o.csv").exists() and not (tmp_path / "out").exists()

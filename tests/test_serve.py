@@ -49,7 +49,7 @@ def test_predict_explain_prototypes_and_health(server):
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["task"] == "sst2" and health["labels"] == ["negative", "positive"]
     predictions = post(server, "/predict", {"texts": ["a lovely film", "a dreadful mess"]}).json()["predictions"]
-    assert len(predictions) == 2 and set(predictions[0]) == {"prediction", "probs"}
+    assert len(predictions) == 2 and set(predictions[0]) == {"prediction", "probs", "truncated"}
     assert predictions[0]["prediction"] in ("negative", "positive")
     explained = post(server, "/explain", {"texts": ["a lovely film"], "top_k": 2, "nearest": 1}).json()
     (e,) = explained["explanations"]
@@ -76,6 +76,13 @@ def test_bad_requests_get_a_json_error_and_the_server_stays_up(server, body, sta
     response = post(server, "/predict", body)
     assert response.status_code == status and message in response.json()["error"]
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_empty_texts_are_refused_by_predict_and_explain_naming_the_text(server):
+    for path in ("/predict", "/explain"):
+        response = post(server, path, {"texts": ["a lovely film", " \n "]})
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("texts[1] is empty or only whitespace: there is nothing to classify")
 
 
 def test_malformed_and_oversized_bodies_never_take_the_server_down(server):

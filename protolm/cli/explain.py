@@ -66,10 +66,31 @@ def _inputs(cfg: ExplainConfig, clf) -> tuple[list[str], list[str] | None]:
     n = min(cfg.max_inputs, len(split))
     if n < len(split):
         log.info("split=%s: explaining the first %d of its %d examples (max_inputs=%d)", cfg.split, n, len(split), n)
-    return list(split.texts[:n]), (list(split.pairs[:n]) if split.pairs is not None else None)
+    return _with_text(cfg.split, list(split.texts[:n]), list(split.pairs[:n]) if split.pairs is not None else None)
+
+
+def _with_text(split: str, texts: list[str], pairs: list[str] | None) -> tuple[list[str], list[str] | None]:
+    """The examples that have text (a model's answer to no words means nothing); the log says how
+    many were left out, as for blank lines of an input_file."""
+    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
+    if len(keep) < len(texts):
+        left_out = len(texts) - len(keep)
+        log.warning("split=%s: skipped %d example(s) with no text (empty or only whitespace)", split, left_out)
+    return [texts[i] for i in keep], ([pairs[i] for i in keep] if pairs is not None else None)
+
+
+def _refuse_empty_text(cfg: ExplainConfig) -> None:
+    """Before the model loads: ``text=""`` (or only spaces) has no words to explain."""
+    for key in ("text", "text_pair"):
+        value = getattr(cfg, key)
+        if value is not None and not str(value).strip():
+            raise ConfigError(
+                f'{key}="{value}" is empty or only whitespace: give the {key.replace("_", " ")} to explain'
+            )
 
 
 def explain_command(cfg: ExplainConfig) -> dict:
+    _refuse_empty_text(cfg)
     clf = open_model(cfg)
     require_projection(clf.model, f"model={cfg.model}")
     texts, pairs = _inputs(cfg, clf)

@@ -42,7 +42,8 @@ def export_command(cfg: ExportConfig) -> dict:
     if cfg.onnx:
         from protolm.serving.onnx import export_onnx
 
-        console.print(f"wrote {export_onnx(out)}")
+        onnx_file = export_onnx(out)
+        console.print(f"wrote {onnx_file} ({onnx_file.stat().st_size / 1e6:.1f} MB; run it with onnxruntime)")
     if cfg.push_to_hub:
         from huggingface_hub import HfApi
 

@@ -139,14 +139,21 @@ class ExportConfig(ModelToolConfig):
 
 @dataclass
 class PredictConfig(ModelToolConfig):
-    input_file: str = option(MISSING, ".txt: one text per line (pairs: text<TAB>text_pair); .csv: a header row; .jsonl")
+    input_file: str = option(
+        MISSING, ".txt: one text per line (pairs: text<TAB>text_pair); .csv: a header row; .jsonl; each line a row"
+    )
     output: str = option(
-        MISSING, ".jsonl: row, text, prediction, probs (+ explanation fields); .csv: prob_<label> columns"
+        MISSING,
+        ".jsonl: row, text, prediction, probs, truncated, empty (+ explanation fields); .csv: prob_<label> "
+        "columns; never the input; an interrupted run's rows are kept in <output>.partial and the same command "
+        "goes on from them",
     )
     text_field: str = option("text", "the text's column (.csv) or key (.jsonl)")
     text_pair_field: str = option("text_pair", "the second text's column or key (pair models)")
     batch_size: int = option(32, "examples per forward pass")
-    chunk_size: int = option(1024, "rows read at a time and sorted by length inside (bounds memory)")
+    chunk_size: int = option(
+        1024, "rows read at a time and sorted by length inside (bounds memory; an interruption loses at most one)"
+    )
     explain: bool = option(False, "add the explanation of each prediction (prototype models)")
     top_k: int = option(3, "with explain: prototypes per row")
     nearest: int = option(3, "with explain: training examples per prototype")

@@ -61,7 +61,8 @@ def load_splits(
 
 
 def limit(split: Split, count: int | None, split_seed: int) -> Split:
-    """A seeded subset of ``count`` examples, in the split's order (all of them when None)."""
+    """A seeded subset of ``count`` examples, in the split's order (all of them when None, or when
+    ``count`` is more than the split holds: the data module warns then, naming the key)."""
     if count is None or count >= len(split):
         return split
     order = list(range(len(split)))

@@ -116,17 +116,26 @@ class TaskDataModule(L.LightningDataModule):
             key = encoding.role_key(self.spec, name, count, self.data, self.tokenizer_id, self.sources)
             dataset, meta = self.cache.entry("role", key, encode)
             split = Split(meta["name"], meta["origin"], dataset, meta["truncated"], meta["fingerprint"])
-            if split.truncated:
-                log.warning(
-                    "%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
-                    self.spec.name,
-                    split.name,
-                    split.truncated,
-                    len(split),
-                    self.data.max_length,
-                )
+            self._say_what_was_left_out(role, count, split)
             self.roles[role] = split
         return self.roles[role]
+
+    def _say_what_was_left_out(self, role: str, count: int | None, split: Split) -> None:
+        """A warning for an asked-for subset larger than the split (checked here, on every use: a
+        split read from the cache is not limited again) and for texts cut to data.max_length."""
+        if count is not None and count > len(split):
+            key = "data.max_train_samples" if role == "train" else "data.max_eval_samples"
+            name, available = f"{self.spec.name}/{split.name}", len(split)
+            log.warning("%s=%d, but %s has only %d examples: all %d are used", key, count, name, available, available)
+        if split.truncated:
+            log.warning(
+                "%s/%s: %d of %d examples truncated to data.max_length=%d tokens",
+                self.spec.name,
+                split.name,
+                split.truncated,
+                len(split),
+                self.data.max_length,
+            )
 
     def fingerprint(self) -> str:
         """A digest of the training examples as used (texts, pairs, labels, in order): a resumed run

@@ -33,7 +33,7 @@ def label_index(spec: TaskSpec, raw, where: str) -> int | float:
             return spec.label_map[key]
     elif key in spec.labels:
         return spec.labels.index(key)
-    elif key.lstrip("-").isdigit() and 0 <= int(key) < spec.num_classes:
+    elif key.lstrip("-").isdecimal() and 0 <= int(key) < spec.num_classes:  # isdigit() takes '¹', int() not
         return int(key)
     valid = sorted(spec.label_map) if spec.label_map is not None else spec.labels
     raise DataError(

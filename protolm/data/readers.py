@@ -84,11 +84,14 @@ def read_delimited(path: Path, local: LocalSpec, delimiter: str) -> Iterator[dic
         yield record
 
 
-def json_objects(lines, path: Path):
+def json_objects(lines, path: Path, keep_blank: bool = False):
     """(line number, object) for each non-blank line of a JSON-lines text, one at a time; a line
-    that is not a JSON object is an error naming the file and the line."""
+    that is not a JSON object is an error naming the file and the line. ``keep_blank``: blank lines
+    too, as (line number, None), for readers whose rows are lines (batch prediction)."""
     for line, text in enumerate(lines, start=1):
         if not text.strip():
+            if keep_blank:
+                yield line, None
             continue
         try:
             record = json.loads(text)

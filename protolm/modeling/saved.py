@@ -12,14 +12,17 @@ and plain values are unpickled, so a malicious file cannot run code.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
+import shlex
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from protolm.utils.errors import CheckpointError, ConfigError
 from protolm.utils.files import write_atomically
@@ -29,6 +32,8 @@ CHECKPOINT_FORMAT = 3
 RESULTS = "results.json"
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, not a local path
 TRAINING_FILE = "training.json"  # an export's record of the run that trained it
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,16 +100,37 @@ def shipped_checkpoint(run_dir: Path, key: str) -> Path:
 
 
 def unfinished_message(directory: Path, key: str) -> str:
+    """Why ``directory`` is no model to load, and what to do: resume an unfinished run (the exact
+    command, when the run recorded how it was started), or load its last training state as it is."""
     last = directory / "checkpoints" / "last.ckpt"
     if last.is_file():
         return (
-            f"{key}={directory} is a run that has not finished (no {RESULTS}): resume it with "
-            f"python run.py ckpt_path={directory}, or use its training state as it is: {key}={last}"
+            f"{key}={directory} is a training run that has not finished (no {RESULTS}): resume it with "
+            f"{resume_command(directory)}, or use its last training state as it is: {key}={last}"
+        )
+    if (directory / "checkpoints").is_dir() or (directory / "run.log").is_file():  # what training writes
+        return (
+            f"{key}={directory} is a training run that stopped before it saved checkpoints/last.ckpt: "
+            "there is nothing in it to load or resume; train again"
         )
     return (
         f"{key}={directory} is neither an exported protolm model (config.json) nor a finished run ({RESULTS}); "
         "give a run directory, a .ckpt file or a directory written by export"
     )
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command that goes on with an unfinished run: the overrides that started it (its oldest
+    ``.hydra/<time>/overrides.yaml``) and ``ckpt_path=<the run>``."""
+    records = sorted(run_dir.glob(".hydra/*/overrides.yaml"))
+    try:
+        started_with = yaml.safe_load(records[0].read_text()) if records else None
+    except (OSError, yaml.YAMLError):
+        started_with = None
+    if not isinstance(started_with, list):
+        return f"protolm train <the overrides it was started with> ckpt_path={shlex.quote(str(run_dir))}"
+    kept = [str(o) for o in started_with if not str(o).startswith(("ckpt_path=", "overwrite="))]
+    return " ".join(["protolm train", *map(shlex.quote, kept), f"ckpt_path={shlex.quote(str(run_dir))}"])
 
 
 def load_saved(path: str | Path, device: str | torch.device = "cpu", key: str = "model") -> SavedModel:
@@ -131,13 +157,34 @@ def _load_exported(located: Located, device) -> SavedModel:
     source = str(located.path)
     try:
         net = ProtoLMForSequenceClassification.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        # Given the config, the tokenizer does not read config.json itself: its auto_map (the model's
+        # own code, for trust_remote_code=True without protolm) would make transformers ask on the terminal.
+        tokenizer = AutoTokenizer.from_pretrained(source, config=net.config)
         training_file = cached_file(source, TRAINING_FILE, _raise_exceptions_for_missing_entries=False)
     except (OSError, ValueError) as err:
         reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
         raise CheckpointError(f"cannot load {source} ({reason})") from None
     training = json.loads(Path(training_file).read_text()) if training_file else None
+    if net.config.is_prototype and net.prototypes is None:
+        _warn_no_prototypes_file(source, net.head.num_prototypes)
     return SavedModel(net.eval().to(device), tokenizer, training, located)
+
+
+def _warn_no_prototypes_file(source: str, prototypes: int) -> None:
+    """An export without prototypes.json still predicts, but its explanations would show no training
+    examples with no word of why: say so once, when it loads."""
+    from protolm.modeling.modeling_protolm import PROTOTYPES_FILE
+
+    log.warning(
+        "%s has no %s, so its %d prototypes have no training examples: explanations show none "
+        "(nearest_examples is empty) and protolm explain refuses. Copy %s from where the model was exported, "
+        "or export it again from its run (an export of a model never projected has none either: "
+        "project it first with protolm project)",
+        source,
+        PROTOTYPES_FILE,
+        prototypes,
+        PROTOTYPES_FILE,
+    )
 
 
 # ----------------------------------------------------------------------------- reading

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from protolm.explanations.describe import explain, prediction_of
-from protolm.modeling.inference import MODEL_INPUTS, encode_texts, to_device
+from protolm.modeling.inference import MODEL_INPUTS, encode_texts, to_device, truncated_rows
 from protolm.modeling.saved import SavedModel, load_saved, require_prototypes, write_checkpoint
 from protolm.utils.errors import CheckpointError, DataError
 
@@ -103,7 +103,10 @@ class Classifier:
         return TaskDataModule(task, self.tokenizer, section(values, DataConfig, "data"), seed=run.get("seed", 0))
 
     # ------------------------------------------------------------------ predict
-    def _check(self, texts: Sequence[str], text_pairs: Sequence[str] | None) -> None:
+    def check_inputs(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> None:
+        """A one-line :class:`DataError` for inputs this model cannot take: one string instead of a
+        list, a missing or extra ``text_pairs``, and empty or whitespace-only texts (what :meth:`predict`
+        and :meth:`explain` refuse; a server checks each request with it before batching requests)."""
         if isinstance(texts, str):
             raise DataError("texts must be a list of strings, not one string: predict([text])")
         if self.text_pair and text_pairs is None:
@@ -112,25 +115,31 @@ class Classifier:
             raise DataError(f"this model ({self.model.config.task}) classifies single texts: drop text_pairs")
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise DataError(f"{len(texts)} texts but {len(text_pairs)} text_pairs: give one pair per text")
+        check_texts(texts, "texts")
+        check_texts(text_pairs or [], "text_pairs")
 
     @torch.no_grad()
     def predict_batches(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 32
     ) -> Iterator[list[dict]]:
         """:meth:`predict`, one batch at a time (what batch prediction of large files streams)."""
-        self._check(texts, text_pairs)
+        self.check_inputs(texts, text_pairs)
         for start in range(0, len(texts), batch_size):
             pairs = list(text_pairs[start : start + batch_size]) if text_pairs is not None else None
             enc = encode_texts(self.tokenizer, list(texts[start : start + batch_size]), pairs, self.max_length)
             logits = self.model(**to_device(enc, self.device, MODEL_INPUTS)).logits.float().cpu()
             rows = (prediction_of(self.model.config, row)[1:] for row in logits)
-            yield [{"prediction": prediction, "probs": probs} for prediction, probs in rows]
+            yield [
+                {"prediction": prediction, "probs": probs, "truncated": truncated}
+                for (prediction, probs), truncated in zip(rows, truncated_rows(enc))
+            ]
 
     def predict(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, batch_size: int = 32
     ) -> list[dict]:
-        """One dict per text: ``prediction`` (the label; the score for a regression) and ``probs``
-        ({label: probability}), as in explanations.jsonl."""
+        """One dict per text: ``prediction`` (the label; the score for a regression), ``probs``
+        ({label: probability}) and ``truncated`` (whether the text was longer than the model reads),
+        as in explanations.jsonl. Empty or whitespace-only texts are refused (:meth:`check_inputs`)."""
         return [row for batch in self.predict_batches(texts, text_pairs, batch_size) for row in batch]
 
     # ------------------------------------------------------------------ explain
@@ -145,7 +154,7 @@ class Classifier:
         """One explanation per text with the fields of explanations.jsonl: prediction, probs, the
         words and their attention, and the ``top_k`` prototypes that pushed the prediction, each
         with its ``nearest`` training examples."""
-        self._check(texts, text_pairs)
+        self.check_inputs(texts, text_pairs)
         require_prototypes(self.model, f"model={self.source}", "explanations")
         return explain(
             self.model,
@@ -157,6 +166,19 @@ class Classifier:
             max_length=self.max_length,
             batch_size=batch_size,
         )
+
+
+def check_texts(texts: Sequence[str], name: str = "texts") -> None:
+    """A one-line :class:`DataError` naming the first text that is not a string, or is empty or only
+    whitespace: a model given no words still answers, with a confident-looking prediction that
+    means nothing."""
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(f"{name}[{index}] is {type(text).__name__}, not a string")
+        if not text.strip():
+            raise DataError(
+                f"{name}[{index}] is empty or only whitespace: there is nothing to classify (drop it, or give its text)"
+            )
 
 
 def load(path: str | Path, device: str | torch.device = "cpu", key: str = "model") -> Classifier:
