@@ -260,6 +260,19 @@ def batching(before: dict | None, after: dict | None) -> dict:
     }
 
 
+def server_setting() -> dict:
+    """What the servers ran with: the web stack's versions, torch's threads and how busy the machine was."""
+    import fastapi
+    import uvicorn
+
+    return {
+        "fastapi": fastapi.__version__,
+        "uvicorn": uvicorn.__version__,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_before": os.getloadavg(),
+    }
+
+
 def speedups(rows: list[dict], concurrency: int) -> list[dict]:
     """Per server and endpoint: requests/s with ``concurrency`` in flight over one at a time."""
     rate = {(r["server"], r["endpoint"], r["concurrency"]): r["requests_per_s"] for r in rows}
@@ -289,7 +302,9 @@ def main():
         result["predict"] = bench_predict(args.model, args.examples, args.rounds)
         print(table(result["predict"], ["batch", "runtime", "examples_per_s", "speed_vs_eager", "max_abs_logit_diff"]))
     if args.what in ("server", "both"):
+        result["server_setting"] = server_setting()
         result["server"] = bench_server(args.model, args.requests, args.concurrency, args.baseline)
+        result["server_setting"]["load_average_after"] = os.getloadavg()
         result["server_speedup"] = speedups(result["server"], args.concurrency)
         columns = ["server", "endpoint", "concurrency", "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"]
         columns += ["server_cpu_ms_per_request", "requests_per_batch", "texts_per_model_call"]
