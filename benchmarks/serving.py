@@ -12,8 +12,8 @@ checking they give the same logits; interleaved rounds, medians. ``--what server
 serve`` of this checkout (and of ``--baseline``, an older checkout, its server started as that
 checkout starts it), each in its own process, all loaded before the first request; then
 ``--requests`` requests of one text each to /predict and to /explain, sent one at a time and with
-``--concurrency`` in flight, the servers' phases interleaved so that a busy machine's drift hits
-them alike; p50/p99 latency, requests/s, errors, each server's resident memory before and after,
+``--concurrency`` in flight, each phase sent in ``--rounds-server`` parts and the parts of every
+phase and server interleaved, so that a busy machine's drift hits them alike; p50/p99 latency, requests/s, errors, each server's resident memory before and after,
 and per server and endpoint the requests/s in flight over one at a time.
 """
 
@@ -149,6 +149,7 @@ def cpu_s(pid: int) -> float:
 
 
 async def load(url: str, path: str, bodies: list[dict], concurrency: int) -> dict:
+    """``bodies`` posted to ``path``, ``concurrency`` at a time: the latencies, errors and wall time."""
     import httpx
 
     latencies, errors = [], 0
@@ -172,13 +173,17 @@ async def load(url: str, path: str, bodies: list[dict], concurrency: int) -> dic
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    latencies.sort()
+    return {"latencies": latencies, "errors": errors, "wall_s": wall}
+
+
+def summary(latencies: list[float], errors: int, wall_s: float) -> dict:
+    latencies = sorted(latencies)
     return {
-        "requests": len(bodies),
+        "requests": len(latencies),
         "errors": errors,
         "p50_ms": 1000 * latencies[len(latencies) // 2],
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-        "requests_per_s": len(bodies) / wall,
+        "requests_per_s": len(latencies) / wall_s,
     }
 
 
@@ -215,31 +220,47 @@ def commit_of(code: Path) -> str:
     return found.stdout.strip() or "unknown"
 
 
-def bench_server(model_dir: Path, requests: int, concurrency: int, baseline: Path | None) -> list[dict]:
+def bench_server(model_dir: Path, requests: int, concurrency: int, baseline: Path | None, rounds: int) -> list[dict]:
     """Every server under the same requests, one at a time and ``concurrency`` in flight (see the
-    module's docstring); one row per server, endpoint and concurrency."""
+    module's docstring); one row per server, endpoint and concurrency. The requests of each phase
+    are sent in ``rounds`` parts, the phases' parts interleaved: each figure spans the whole run."""
     codes = {"this checkout": ROOT, **({"baseline": baseline.resolve()} if baseline else {})}
     bodies = [{"texts": [t]} for t in dev_texts(requests)]
-    rows = []
+    phases: dict[tuple, dict] = {}
     with contextlib.ExitStack() as servers:
         urls = {name: servers.enter_context(running_server(code, model_dir)) for name, code in codes.items()}
         before = {name: rss_kb(pid) for name, (_, pid) in urls.items()}
         for url, _ in urls.values():  # warm-up: the first requests of a process are slower
             asyncio.run(load(url, "/predict", bodies[:20], concurrency))
         for path in ("/predict", "/explain"):
-            for in_flight in (1, concurrency):
-                for name, (url, pid) in urls.items():
-                    spent, counts = cpu_s(pid), served(url)
-                    result = asyncio.run(load(url, path, bodies, in_flight))
-                    result["server_cpu_ms_per_request"] = 1000 * (cpu_s(pid) - spent) / len(bodies)
-                    result.update(batching(counts, served(url)))
-                    row = {"server": name, "commit": commit_of(codes[name]), "endpoint": path}
-                    rows.append({**row, "concurrency": in_flight, **result})
+            for part in (bodies[i::rounds] for i in range(rounds)):
+                for in_flight in (1, concurrency):
+                    for name, (url, pid) in urls.items():
+                        measure(phases.setdefault((name, path, in_flight), {}), url, pid, path, part, in_flight)
         after = {name: rss_kb(pid) for name, (_, pid) in urls.items()}
-    for row in rows:
-        row["server_rss_before_mb"] = before[row["server"]] / 1024
-        row["server_rss_after_mb"] = after[row["server"]] / 1024
+    rows = []
+    for (name, path, in_flight), phase in phases.items():
+        row = {"server": name, "commit": commit_of(codes[name]), "endpoint": path, "concurrency": in_flight}
+        row |= summary(phase["latencies"], phase["errors"], phase["wall_s"])
+        row["server_cpu_ms_per_request"] = 1000 * phase["cpu_s"] / row["requests"]
+        row |= batching(phase.get("served"))
+        row["server_rss_before_mb"], row["server_rss_after_mb"] = before[name] / 1024, after[name] / 1024
+        rows.append(row)
     return rows
+
+
+def measure(phase: dict, url: str, pid: int, path: str, bodies: list[dict], in_flight: int) -> None:
+    """One part of a phase, added to what ``phase`` holds: latencies, errors, wall and server CPU
+    seconds, and what the server's batcher did (when it has one)."""
+    spent, counts = cpu_s(pid), served(url)
+    found = asyncio.run(load(url, path, bodies, in_flight))
+    phase.setdefault("latencies", []).extend(found["latencies"])
+    phase["errors"] = phase.get("errors", 0) + found["errors"]
+    phase["wall_s"] = phase.get("wall_s", 0.0) + found["wall_s"]
+    phase["cpu_s"] = phase.get("cpu_s", 0.0) + cpu_s(pid) - spent
+    if counts is not None:
+        done = {key: value - counts[key] for key, value in served(url).items()}
+        phase["served"] = {key: phase.get("served", {}).get(key, 0) + value for key, value in done.items()}
 
 
 def served(url: str) -> dict | None:
@@ -249,11 +270,10 @@ def served(url: str) -> dict | None:
     return httpx.get(f"{url}/health", timeout=30).json().get("served")
 
 
-def batching(before: dict | None, after: dict | None) -> dict:
+def batching(done: dict | None) -> dict:
     """Requests per batch and texts per model call over a phase (empty for a server without a batcher)."""
-    if before is None or after is None:
+    if done is None:
         return {}
-    done = {key: after[key] - before[key] for key in after}
     return {
         "requests_per_batch": done["requests"] / max(done["batches"], 1),
         "texts_per_model_call": done["texts"] / max(done["model_calls"], 1),
@@ -293,6 +313,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds-server", type=int, default=5, help="parts each server phase is sent in")
     parser.add_argument("--baseline", type=Path, default=None, help="an older checkout whose server is measured too")
     parser.add_argument("--out", type=Path, default=None, help="where the JSON goes (default benchmarks/results/)")
     args = parser.parse_args()
@@ -303,7 +324,7 @@ def main():
         print(table(result["predict"], ["batch", "runtime", "examples_per_s", "speed_vs_eager", "max_abs_logit_diff"]))
     if args.what in ("server", "both"):
         result["server_setting"] = server_setting()
-        result["server"] = bench_server(args.model, args.requests, args.concurrency, args.baseline)
+        result["server"] = bench_server(args.model, args.requests, args.concurrency, args.baseline, args.rounds_server)
         result["server_setting"]["load_average_after"] = os.getloadavg()
         result["server_speedup"] = speedups(result["server"], args.concurrency)
         columns = ["server", "endpoint", "concurrency", "requests", "errors", "p50_ms", "p99_ms", "requests_per_s"]
