@@ -13,8 +13,10 @@ serve`` of this checkout (and of ``--baseline``, an older checkout, its server s
 checkout starts it), each in its own process, all loaded before the first request; then
 ``--requests`` requests of one text each to /predict and to /explain, sent one at a time and with
 ``--concurrency`` in flight, each phase sent in ``--rounds-server`` parts and the parts of every
-phase and server interleaved, so that a busy machine's drift hits them alike; p50/p99 latency, requests/s, errors, each server's resident memory before and after,
-and per server and endpoint the requests/s in flight over one at a time.
+phase and server interleaved, so that a busy machine's drift hits them alike; p50/p99 latency,
+requests/s, errors, the server's CPU per request (and, for a batching server, requests per batch
+and texts per model call), each server's resident memory before and after, and per server and
+endpoint the requests/s in flight over one at a time.
 """
 
 from __future__ import annotations

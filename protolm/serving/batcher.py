@@ -158,9 +158,9 @@ class Batcher:
 
 def length_runs(lengths: list[int]) -> list[list[int]]:
     """The indices of ``lengths``, shortest first, cut into the runs that cost least when a pass
-    costs its rows times its longest length (every row is padded to it) plus a fixed cost of
-    about one text of mean length (measured on MiniLM on a CPU: 23 ms of CPU for one text alone,
-    10 to 13 ms a text in a batch of 16). Exact by dynamic programming over the cut points."""
+    costs its rows times its longest length (every row is padded to it) plus a fixed cost of about
+    one text of mean length (MiniLM on one CPU thread: about 9.5 ms a pass and 0.3 ms a token, a
+    mean SST-2 sentence of 25 tokens 7.7 ms). Exact by dynamic programming over the cut points."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     ordered = [lengths[i] for i in order]
     one_pass = sum(ordered) / max(len(ordered), 1)
