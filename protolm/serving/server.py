@@ -10,7 +10,7 @@ scripts): a form for a text, the explanation of its prediction, and every protot
 Every refusal is a 4xx JSON ``{"error": "..."}``: oversized bodies (413), too many or too long
 texts and malformed requests (422), inputs the model cannot take (400). Concurrent requests share
 the model's forward passes: a :class:`protolm.serving.batcher.Batcher` gathers them into batches
-(a CPU model predicts about twice the texts per second in a batch than one at a time), and
+(a CPU model predicts about twice as many texts per second in a batch as one at a time), and
 more than ``max_waiting`` requests queued or running at once are refused (503).
 """
 
@@ -37,7 +37,7 @@ class Limits:
     max_texts: int = 64  # texts per request
     max_chars: int = 10_000  # characters per text
     max_body_bytes: int = 1_000_000  # request body
-    max_waiting: int = 32  # model requests queued or running at once; more get 503 (the thread pool stays free)
+    max_waiting: int = 32  # model requests queued or running at once; more get 503 at once
     batch_window_ms: float = 5.0  # how long the model waits for one more request to batch with those it has
     max_batch_texts: int = 32  # texts in one model call at most
 
