@@ -34,7 +34,7 @@ def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tm
         *PROTOLM, "export", f"model={tiny_run}", f"out={model}", "onnx=true", f"hydra.run.dir={tmp_path / 'log'}"
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
-    args = ["--examples", "8", "--rounds", "1", "--requests", "12", "--concurrency", "3", "--port", "0"]
+    args = ["--examples", "8", "--rounds", "1", "--requests", "12", "--concurrency", "3"]
     result = run_cli("benchmarks/serving.py", "--model", str(model), *args, "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads((tmp_path / "serving.json").read_text())
@@ -42,8 +42,10 @@ def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tm
         (b, r) for b in (1, 32) for r in ("torch eager", "onnxruntime")
     }
     assert all(r["max_abs_logit_diff"] <= 1e-4 and r["examples_per_s"] > 0 for r in found["predict"])
-    assert [r["endpoint"] for r in found["server"]] == ["/predict", "/explain"]
+    phases = [(r["server"], r["endpoint"], r["concurrency"]) for r in found["server"]]
+    assert phases == [("this checkout", path, n) for path in ("/predict", "/explain") for n in (1, 3)]
     assert all(r["errors"] == 0 and r["requests"] == 12 for r in found["server"])
+    assert all(r["in_flight_over_one_at_a_time"] > 0 for r in found["server_speedup"])
 
 
 def test_peers_explain_smoke_scores_every_explainer(tiny_run, tmp_path):

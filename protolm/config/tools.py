@@ -172,13 +172,19 @@ class ServeConfig(ModelToolConfig):
     max_texts: int = option(64, "texts per request (more: 422)")
     max_chars: int = option(10000, "characters per text (more: 422)")
     max_body_bytes: int = option(1000000, "request body (more: 413)")
-    max_waiting: int = option(32, "model requests queued at once (more: 503); /health never waits")
+    max_waiting: int = option(32, "model requests queued or running at once (more: 503); /health never waits")
+    batch_window_ms: float = option(
+        5.0, "how long the model waits for one more request to batch with those it has (0: only those waiting)"
+    )
+    max_batch_texts: int = option(32, "texts in one model call at most: concurrent requests are batched up to it")
     log_level: str = option("info", "uvicorn's log level")
 
     def __post_init__(self):
         super().__post_init__()
         for key in ("max_texts", "max_chars", "max_body_bytes", "max_waiting"):
             check_number(key, getattr(self, key), low=1, integer=True)
+        check_number("batch_window_ms", self.batch_window_ms, low=0, high=1000)
+        check_number("max_batch_texts", self.max_batch_texts, low=1, high=1024, integer=True)
         check_number("port", self.port, low=0, high=65535, integer=True)
         check_choice("log_level", self.log_level, LOG_LEVELS)
 

@@ -1,5 +1,6 @@
 """The server's page at ``/`` (server-rendered, no scripts): a form for a text, the explanation of
-its prediction, and every prototype per class with its nearest training examples."""
+its prediction (a linear-head model: the prediction and its probabilities), and every prototype
+per class with its nearest training examples, a phrase listed with the sentence it is part of."""
 
 from __future__ import annotations
 
@@ -8,30 +9,42 @@ import html
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse
 
-from protolm.serving.render import example_html, explanation_section, page
+from protolm.serving.batcher import Batcher, Busy
+from protolm.serving.render import examples_html, explanation_section, page, prediction_section
 from protolm.serving.server import Refusal, TextsRequest
 from protolm.utils.errors import ProtoLMError
 
+TOP_K, SHOWN = 3, 3  # prototypes per explanation, and distinct training examples per prototype
+# Examples asked of the model per prototype: more than shown, so that SHOWN remain after the
+# phrases of one sentence are folded into it (the projection records 5 or so).
+NEAREST_ASKED = 20
 
-def install_page(app: FastAPI, clf, run_model, check) -> None:
+
+def install_page(app: FastAPI, clf, batcher: Batcher, check) -> None:
     config = clf.model.config
     meta = {"task": config.task, "head": config.head_type, "labels": ", ".join(clf.labels or ["(regression)"])}
 
     @app.get("/", response_class=HTMLResponse)
     def home(text: str | None = Query(None), text_pair: str | None = Query(None)):
-        body, error = "", ""
+        body = ""
         if text:
             try:
-                pairs = [text_pair or ""] if clf.text_pair else None
-                check(TextsRequest(texts=[text], text_pairs=pairs))  # the endpoints' limits
-                if config.head_type == "prototype":
-                    found, rows = run_model(lambda: clf.explain([text], pairs)), None
-                else:
-                    found, rows = None, run_model(lambda: clf.predict([text], pairs))
-                body = explanation_section(found[0], 1) if found else f"<p>prediction: {html.escape(str(rows[0]))}</p>"
-            except (ProtoLMError, Refusal) as err:
-                error = f'<p class="error">{html.escape(str(err))}</p>'
-        return page("protolm", meta, _form(text, text_pair, clf.text_pair) + error + body + _browser(clf), PAGE_CSS)
+                body = _answer(clf, batcher, check, text, text_pair)
+            except (ProtoLMError, Refusal, Busy) as err:
+                body = f'<p class="error">{html.escape(str(err))}</p>'
+        return page("protolm", meta, _form(text, text_pair, clf.text_pair) + body + _browser(clf), PAGE_CSS)
+
+
+def _answer(clf, batcher: Batcher, check, text: str, text_pair: str | None) -> str:
+    """The typed text's explanation (a prototype model) or prediction (a linear one), through the
+    batcher as the endpoints' requests are."""
+    pairs = [text_pair or ""] if clf.text_pair else None
+    check(TextsRequest(texts=[text], text_pairs=pairs))  # the endpoints' limits
+    if clf.model.config.head_type == "prototype":
+        (found,) = batcher.submit(("explain", TOP_K, NEAREST_ASKED), [text], pairs).result()
+        return explanation_section(found, 1, examples_shown=SHOWN)
+    (row,) = batcher.submit(("predict",), [text], pairs).result()
+    return prediction_section(row, text, text_pair if clf.text_pair else None, 1)
 
 
 PAGE_CSS = """
@@ -60,7 +73,7 @@ def _form(text: str | None, text_pair: str | None, pair: bool) -> str:
 
 
 def _browser(clf) -> str:
-    """Every prototype, grouped by class, with its nearest training examples."""
+    """Every prototype, grouped by class, with its nearest training examples (folded)."""
     records = clf.prototypes()
     if not records:
         return ""
@@ -71,9 +84,8 @@ def _browser(clf) -> str:
     for name, group in by_class.items():
         cards = "".join(
             f'<div class="card proto"><div class="hd"><span>prototype {r["prototype_id"]}</span></div>'
-            + "".join(
-                example_html({**n, "label": n["label_name"] if n["label_name"] is not None else n["label"]})
-                for n in r["nearest"]
+            + examples_html(
+                [{**n, "label": n["label_name"] if n["label_name"] is not None else n["label"]} for n in r["nearest"]]
             )
             + "</div>"
             for r in group

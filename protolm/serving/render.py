@@ -73,6 +73,10 @@ display:flex;gap:20px;flex-wrap:wrap}
 .cls{display:inline-block;padding:1px 8px;border-radius:10px;background:#e3ebfa;color:#234;font-weight:600}
 .ex{font-size:13px;margin:3px 0;color:#333} .lab{color:#557;font-weight:600;margin-right:6px}
 .note{font-size:12px;color:#778;margin-top:6px}
+.legend{font-size:12px;color:#556;margin-top:8px;display:flex;align-items:center;gap:6px;flex-wrap:wrap}
+.scale{display:inline-block;width:90px;height:10px;border-radius:2px;border:1px solid #dde1e8;\
+background:linear-gradient(to right,rgba(255,140,0,0),rgba(255,140,0,0.85))}
+.folded{color:#889;font-size:12px;margin-left:6px;cursor:help}
 """
 
 
@@ -91,14 +95,70 @@ def _token_html(e: dict) -> str:
     return " ".join(parts)
 
 
+def _legend_html(e: dict) -> str:
+    """What the shading means, with its scale: from no attention to this input's highest weight."""
+    peak = max(e["attention"], default=0.0)
+    special = e.get("special_tokens_attention")
+    rest = f"; the special tokens took {special:.0%}" if special else ""
+    return (
+        '<div class="legend">shading: each word\'s attention, its share of the pooled vector the '
+        f"prototypes are compared with (hover a word for its weight{rest}) <span>0</span>"
+        f'<span class="scale"></span><span>{peak:.3f}, this text\'s highest</span></div>'
+    )
+
+
 def example_html(x: dict) -> str:
+    """One training example: its label, its text (and second text), and how many listed phrases of
+    it were folded into it (:func:`fold_examples`; their texts on hover)."""
     pair = f' <span class="sep">‖</span> {html.escape(_clip(x["text_pair"], 160))}' if x.get("text_pair") else ""
     label = f'<span class="lab">[{html.escape(str(x["label"]))}]</span>'
-    return f'<div class="ex">{label}{html.escape(_clip(x["text"], 220))}{pair}</div>'
+    folded = x.get("folded") or []
+    note = (
+        f'<span class="folded" title="{html.escape(" | ".join(_clip(t, 120) for t in folded))}">'
+        f"+{len(folded)} phrase{'s' if len(folded) > 1 else ''} of it</span>"
+        if folded
+        else ""
+    )
+    return f'<div class="ex">{label}<span class="txt">{html.escape(_clip(x["text"], 220))}</span>{pair}{note}</div>'
 
 
-def _card(p: dict) -> str:
-    examples = "".join(example_html(x) for x in p["nearest_examples"]) or '<div class="ex">no projected examples</div>'
+def _words(text: str | None) -> str:
+    return " " + " ".join((text or "").lower().split()) + " "
+
+
+def fold_examples(examples: list[dict]) -> list[dict]:
+    """The examples with each one that is a phrase of another listed one (a prefix, a part, or the
+    same text again; same label and same second text) folded into the longest that holds it.
+    Each kept example is listed where its best-ranked member was, with ``folded``: the texts it
+    took in (SST-2 holds the phrases of its sentences as examples of their own, so a prototype's
+    nearest examples are often one sentence several times)."""
+    kept: list[list] = []  # [rank of the best-ranked member, the longest example, the texts folded into it]
+    for rank, x in sorted(enumerate(examples), key=lambda item: -len(_words(item[1]["text"]))):
+        holder = next(
+            (
+                entry
+                for entry in kept
+                if entry[1]["label"] == x["label"]
+                and _words(entry[1].get("text_pair")) == _words(x.get("text_pair"))
+                and _words(x["text"]) in _words(entry[1]["text"])
+            ),
+            None,
+        )
+        if holder is None:
+            kept.append([rank, x, []])
+        else:
+            holder[0], holder[2] = min(holder[0], rank), [*holder[2], x["text"]]
+    return [{**x, "folded": folded} for _, x, folded in sorted(kept, key=lambda entry: entry[0])]
+
+
+def examples_html(examples: list[dict], shown: int | None = None) -> str:
+    """A prototype's nearest examples, folded (:func:`fold_examples`), the first ``shown`` of them."""
+    folded = fold_examples(examples)[:shown]
+    return "".join(example_html(x) for x in folded) or '<div class="ex">no projected examples</div>'
+
+
+def _card(p: dict, shown: int | None = None) -> str:
+    examples = examples_html(p["nearest_examples"], shown)
     return (
         f'<div class="card"><div class="hd"><span>prototype {p["prototype_id"]} <span class="cls">'
         f'{html.escape(str(p["class"]))}</span></span><span class="num">similarity {p["similarity"]:.3f} · '
@@ -117,15 +177,29 @@ def _bars_html(probs: dict | None) -> str:
     return f'<div class="bars">{bars}</div>'
 
 
-def explanation_section(e: dict, n: int) -> str:
-    """One explanation: the prediction, the words shaded by attention, the class probabilities and
-    the prototype cards."""
+def explanation_section(e: dict, n: int, examples_shown: int | None = None) -> str:
+    """One explanation: the prediction, the words shaded by attention (with the shading's legend),
+    the class probabilities and the prototype cards (``examples_shown``: examples per card, after
+    folding; None: all)."""
     bars = _bars_html(e["probs"])
     note = '<div class="note">input truncated to the model\'s max_length</div>' if e.get("truncated") else ""
+    cards = "".join(_card(p, examples_shown) for p in e["prototypes"])
     return (
         f'<section class="input" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
-        f'{html.escape(_fmt_prediction(e))}</div><div class="text">{_token_html(e)}</div>{bars}{note}</div>'
-        f'<div class="right">{"".join(_card(p) for p in e["prototypes"])}</div></section>'
+        f'{html.escape(_fmt_prediction(e))}</div><div class="text">{_token_html(e)}</div>{_legend_html(e)}'
+        f'{bars}{note}</div><div class="right">{cards}</div></section>'
+    )
+
+
+def prediction_section(row: dict, text: str, text_pair: str | None, n: int) -> str:
+    """A prediction without an explanation (a model with a linear head has no prototypes): the
+    prediction, the text as given and the class probabilities."""
+    pair = f' <span class="sep">‖</span> {html.escape(text_pair)}' if text_pair else ""
+    return (
+        f'<section class="input prediction" id="input-{n}"><div class="left"><div class="pred">#{n} prediction: '
+        f'{html.escape(_fmt_prediction(row))}</div><div class="text">{html.escape(text)}{pair}</div>'
+        f'{_bars_html(row["probs"])}<div class="note">this model has a linear head: no prototypes explain its '
+        "predictions (a model trained with head=prototype has them)</div></div></section>"
     )
 
 

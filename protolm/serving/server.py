@@ -4,18 +4,20 @@
 ``{"predictions": [...]}`` / ``{"explanations": [...]}`` with the fields of ``Classifier.predict``
 and ``Classifier.explain``; ``GET /prototypes`` lists every prototype with its nearest training
 examples; ``GET /health`` answers 200 once the model is loaded (it is loaded before the server
-listens). ``GET /`` is a page (server-rendered, no scripts): a form for a text, the explanation
-of its prediction, and every prototype per class.
+answers), with what the batcher has done (``served``). ``GET /`` is a page (server-rendered, no
+scripts): a form for a text, the explanation of its prediction, and every prototype per class.
 
 Every refusal is a 4xx JSON ``{"error": "..."}``: oversized bodies (413), too many or too long
-texts and malformed requests (422), inputs the model cannot take (400). Model calls run one at a
-time under a lock: a CPU model gains nothing from concurrent passes, and they would contend.
+texts and malformed requests (422), inputs the model cannot take (400). Concurrent requests share
+the model's forward passes: a :class:`protolm.serving.batcher.Batcher` gathers them into batches
+(a CPU model predicts about twice as many texts per second in a batch as one at a time), and
+more than ``max_waiting`` requests queued or running at once are refused (503).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
@@ -24,6 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from protolm.serving.batch import is_unicode
+from protolm.serving.batcher import Batcher, Busy
 from protolm.utils.errors import ProtoLMError
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,9 @@ class Limits:
     max_texts: int = 64  # texts per request
     max_chars: int = 10_000  # characters per text
     max_body_bytes: int = 1_000_000  # request body
-    max_waiting: int = 32  # model requests queued at once; more get 503 (the thread pool stays free)
+    max_waiting: int = 32  # model requests queued or running at once; more get 503 at once
+    batch_window_ms: float = 5.0  # how long the model waits for one more request to batch with those it has
+    max_batch_texts: int = 32  # texts in one model call at most
 
 
 class TextsRequest(BaseModel):
@@ -102,14 +107,39 @@ def _one_line(err: RequestValidationError) -> str:
 def create_app(clf, limits: Limits | None = None) -> FastAPI:
     """The server's application around a loaded :class:`protolm.serving.classifier.Classifier`."""
     limits = limits or Limits()
-    app = FastAPI(title="protolm", summary=f"{clf.model.config.task}: predictions with their prototypes")
+    batcher = Batcher(
+        model_calls(clf, limits.max_batch_texts),
+        window_s=limits.batch_window_ms / 1000,
+        max_batch_texts=limits.max_batch_texts,
+        max_waiting=limits.max_waiting,
+        by_length=clf.device.type == "cpu",  # an accelerator pads at little cost: one pass for the batch
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()  # the worker thread ends with the server
+
+    summary = f"{clf.model.config.task}: predictions with their prototypes"
+    app = FastAPI(title="protolm", summary=summary, lifespan=lifespan)
     _install_error_handlers(app)
-    runner = ModelRunner(limits)
-    _install_api(app, clf, runner, limits)
+    _install_api(app, clf, batcher, limits)
     from protolm.serving.page import install_page
 
-    install_page(app, clf, runner, lambda request: check(request, limits))
+    install_page(app, clf, batcher, lambda request: check(request, limits))
     return BodyLimit(app, limits.max_body_bytes)
+
+
+def model_calls(clf, max_batch_texts: int):
+    """The batcher's model call: ``key`` is ``("predict",)`` or ``("explain", top_k, nearest)``."""
+
+    def run_batch(key: tuple, texts: list[str], text_pairs: list[str] | None) -> list[dict]:
+        if key[0] == "predict":
+            return clf.predict(texts, text_pairs, batch_size=max_batch_texts)
+        _, top_k, nearest = key
+        return clf.explain(texts, text_pairs, top_k=top_k, nearest=nearest, batch_size=max_batch_texts)
+
+    return run_batch
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -131,6 +161,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def over_limit(request: Request, err: Refusal):
         return JSONResponse({"error": str(err)}, status_code=err.status)
 
+    @app.exception_handler(Busy)
+    async def busy(request: Request, err: Busy):
+        return JSONResponse({"error": str(err)}, status_code=503)
+
     @app.exception_handler(Exception)
     async def failed(request: Request, err: Exception):
         log.exception("request to %s failed", request.url.path)
@@ -149,44 +183,29 @@ def check(request: TextsRequest, limits: Limits) -> None:
                 raise Refusal(f"{field}.{i}: not valid Unicode text (a lone surrogate escape)")
 
 
-class ModelRunner:
-    """Model calls, one at a time: a CPU model gains nothing from concurrent passes, and they would
-    contend. More than ``max_waiting`` calls queued at once are refused (503)."""
-
-    def __init__(self, limits: Limits):
-        self.lock = threading.Lock()
-        self.waiting = threading.BoundedSemaphore(limits.max_waiting)
-        self.max_waiting = limits.max_waiting
-
-    def __call__(self, fn):
-        if not self.waiting.acquire(blocking=False):
-            raise Refusal(f"the server is busy ({self.max_waiting} requests waiting); retry shortly", 503)
-        try:
-            with self.lock:
-                return fn()
-        finally:
-            self.waiting.release()
-
-
-def _install_api(app: FastAPI, clf, run_model: ModelRunner, limits: Limits) -> None:
+def _install_api(app: FastAPI, clf, batcher: Batcher, limits: Limits) -> None:
     config = clf.model.config
 
     @app.get("/health")
     async def health():  # async: answered on the event loop, never behind the model's queue
-        return {"status": "ok", "task": config.task, "head": config.head_type, "labels": clf.labels}
+        answer = {"status": "ok", "task": config.task, "head": config.head_type, "labels": clf.labels}
+        return {**answer, "served": dict(batcher.counts)}  # how requests were batched so far
 
+    # async: the event loop waits for the batcher, so requests keep arriving while the model runs
+    # Each request's texts are checked alone (an empty one named by its index in that request)
+    # before they join a batch of other requests' texts.
     @app.post("/predict")
-    def predict(request: TextsRequest):
+    async def predict(request: TextsRequest):
         check(request, limits)
-        return {"predictions": run_model(lambda: clf.predict(request.texts, request.text_pairs))}
+        clf.check_inputs(request.texts, request.text_pairs)
+        return {"predictions": await batcher.run(("predict",), request.texts, request.text_pairs)}
 
     @app.post("/explain")
-    def explain(request: ExplainRequest):
+    async def explain(request: ExplainRequest):
         check(request, limits)
-        found = run_model(
-            lambda: clf.explain(request.texts, request.text_pairs, top_k=request.top_k, nearest=request.nearest)
-        )
-        return {"explanations": found}
+        clf.check_inputs(request.texts, request.text_pairs)
+        key = ("explain", request.top_k, request.nearest)
+        return {"explanations": await batcher.run(key, request.texts, request.text_pairs)}
 
     @app.get("/prototypes")
     async def prototypes():
@@ -194,7 +213,7 @@ def _install_api(app: FastAPI, clf, run_model: ModelRunner, limits: Limits) -> N
 
 
 class Refusal(Exception):
-    """A request the server will not run: over a limit (422) or while too busy (503)."""
+    """A request the server will not run: over a limit (422)."""
 
     def __init__(self, message: str, status: int = 422):
         super().__init__(message)
