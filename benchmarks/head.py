@@ -75,7 +75,7 @@ def floor_step(W, tokens, pooled, prototypes):
 def run_point(batch, length, hidden_size, num_prototypes, repeats, device):
     torch.manual_seed(0)
     num_classes = 2
-    head = PrototypeHead(hidden_size, num_prototypes, num_classes).to(device)
+    head = PrototypeHead(hidden_size, num_prototypes, num_classes, similarity="inv_l2").to(device)  # the reference's
     hidden = torch.randn(batch, length, hidden_size, device=device, requires_grad=True)
     lengths = torch.randint(length // 2, length + 1, (batch,), device=device)
     mask = (torch.arange(length, device=device)[None, :] < lengths[:, None]).long()

@@ -286,7 +286,7 @@ def main():
     parser.add_argument(
         "--rationales",
         type=lambda s: s.split(","),
-        default=["attention", "contribution", "integrated_gradients", "lime", "kernel_shap"],
+        default=["greedy_gates", "gates", "attention", "contribution", "integrated_gradients", "lime", "kernel_shap"],
         help="which explanations to measure (a random rationale always runs)",
     )
     parser.add_argument("--out", default=None)

@@ -56,9 +56,10 @@ def test_peers_explain_smoke_scores_every_explainer(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads((tmp_path / "peers_explain.json").read_text())
     rows = {r["rationale"]: r for r in found["rows"]}
-    explainers = ("attention", "contribution", "integrated_gradients", "lime", "kernel_shap")
+    explainers = ("greedy_gates", "gates", "attention", "contribution", "integrated_gradients", "lime", "kernel_shap")
     assert set(rows) == {*explainers, "random"}
     assert all(rows[name]["ms_per_example"] > 0 for name in explainers)
+    assert found["derived"]["best_posthoc"] in ("integrated_gradients", "lime", "kernel_shap")
     # Every rationale's AOPC is a drop in a probability: within [-1, 1].
     assert all(-1 <= r[k] <= 1 for r in rows.values() for k in ("aopc_comprehensiveness", "aopc_sufficiency"))
 

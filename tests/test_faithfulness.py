@@ -167,7 +167,7 @@ def test_evaluate_cli_writes_every_setting(tiny_run, tmp_path, capsys, monkeypat
     assert out["settings"]["token_bins"] == [0.01, 0.05, 0.1, 0.2, 0.5] and out["settings"]["token_removal"] == "delete"
     # k = 8 is every prototype: removing them all measures nothing, so it is left out.
     assert out["settings"]["prototype_ks"] == [1, 2, 5] and out["settings"]["target"] == "predicted"
-    assert set(out["token_level"]["by_rationale"]) == {"attention", "contribution", "random"}
+    assert set(out["token_level"]["by_rationale"]) == {"greedy_gates", "attention", "contribution", "random"}
     by_k = out["prototype_level"]["by_k"]
     assert set(by_k) == {"1", "2", "5"} and out["prototype_level"]["smallest_class_block"] == 4
     for k in ("1", "2"):

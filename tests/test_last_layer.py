@@ -113,3 +113,16 @@ def test_an_unknown_objective_names_the_key_and_the_choices():
         ProjectConfig(last_layer_objective="kl")
     with pytest.raises(ConfigError, match="project.last_layer_sparsity"):
         ProjectConfig(last_layer_sparsity=-1)
+
+
+def test_retraining_a_sparse_layer_with_keep_zeros_keeps_its_structure():
+    features = clustered(per_class=100)
+    head = head_on(features, per_class=4)
+    with torch.no_grad():
+        head.last_layer.weight.copy_(block_diagonal(head.last_layer.weight, own_class_connections(head)))
+        head.last_layer.weight[0, 0] = 0.0  # one own-class connection cut as a sparse phase cuts them
+        zeros = head.last_layer.weight == 0
+        teacher = head.logits_from_similarities(head.similarities(features.pooled)) / 2
+    train_last_layer(head, features, [8] * len(features), phase(objective="distill", keep_zeros=True), teacher)
+    weight = head.last_layer.weight.detach()
+    assert (weight[zeros] == 0).all() and not torch.equal(weight[~zeros], torch.zeros_like(weight[~zeros]))

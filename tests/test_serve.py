@@ -150,7 +150,7 @@ def test_the_page_explains_a_typed_text_and_browses_the_prototypes(server):
         assert page.locator("section.input .tok").count() == 5
         assert "prediction:" in page.locator(".pred").inner_text()
         legend = page.locator("section.input .legend")
-        assert legend.is_visible() and "attention" in legend.inner_text() and legend.locator(".scale").is_visible()
+        assert legend.is_visible() and "deleting it" in legend.inner_text() and legend.locator(".scale").is_visible()
         page.locator("details.class-group summary").first.click()
         assert page.locator("details.class-group .card.proto").first.is_visible()
         assert page.locator(".card.proto").count() == 8

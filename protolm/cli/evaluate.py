@@ -37,7 +37,7 @@ def _measure(cfg: EvaluateConfig, clf, datamodule) -> dict:
     """faithfulness.json: the settings, the prototype-level and the token-level scores."""
     f, net, split = cfg.faithfulness, clf.model, datamodule.role_split(cfg.split)
     ks = _prototype_ks(f.prototype_ks, net.head.num_prototypes)
-    rationales = ("attention", "contribution", "random") + (("integrated_gradients",) if f.integrated_gradients else ())
+    rationales = (*dict.fromkeys(f.rationales), "random")
     loader = datamodule.dataloader(cfg.split, shard=False)
     tokens = token_level(
         net, clf.tokenizer, split, list(f.token_bins), f.token_removal, f.target, f.seed, cfg.batch_size,

@@ -100,7 +100,11 @@ def explain_command(cfg: ExplainConfig) -> dict:
     for start in track(range(0, len(texts), EXPLAIN_BATCH), "explaining", unit="batches"):
         batch_pairs = pairs[start : start + EXPLAIN_BATCH] if pairs is not None else None
         explanations += clf.explain(
-            texts[start : start + EXPLAIN_BATCH], batch_pairs, top_k=cfg.top_k, nearest=cfg.nearest
+            texts[start : start + EXPLAIN_BATCH],
+            batch_pairs,
+            top_k=cfg.top_k,
+            nearest=cfg.nearest,
+            rationale=cfg.rationale,
         )
     out = output_dir(cfg, ("explanations.jsonl", "explanations.html"))
     with open(out / "explanations.jsonl", "w") as f:

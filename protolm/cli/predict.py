@@ -47,7 +47,7 @@ def _predict(cfg: PredictConfig, input_file: Path, output: Path) -> dict:
     from protolm.serving.classifier import load
 
     clf = load(cfg.model, cfg.device)
-    explain = {"top_k": cfg.top_k, "nearest": cfg.nearest} if cfg.explain else None
+    explain = {"top_k": cfg.top_k, "nearest": cfg.nearest, "rationale": cfg.rationale} if cfg.explain else None
     rows = predict_file(
         clf,
         input_file,

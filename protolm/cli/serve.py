@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from pathlib import Path
 
 from protolm.config.tools import ServeConfig
 from protolm.utils.errors import ConfigError
@@ -33,7 +34,8 @@ def serve_command(cfg: ServeConfig) -> None:
         batch_window_ms=cfg.batch_window_ms,
         max_batch_texts=cfg.max_batch_texts,
     )
-    app = create_app(load(cfg.model, cfg.device), limits)  # loaded before the server answers
+    edits = Path(cfg.output_dir) if cfg.edits else None
+    app = create_app(load(cfg.model, cfg.device), limits, edits)  # loaded before the server answers
     host, port = listening.getsockname()[:2]
     log.info("serving %s on http://%s:%d", cfg.model, host, port)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port, log_level=cfg.log_level))

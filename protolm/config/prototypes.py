@@ -13,6 +13,11 @@ LAST_LAYER_OBJECTIVES = ("labels", "distill")
 # faithfulness: how tokens are removed from a text, and whose probability is measured
 TOKEN_REMOVALS = ("delete", "mask")
 FAITHFULNESS_TARGETS = ("predicted", "true")
+# The token rationales by name (protolm.explanations.rationales.RATIONALES, a test keeps them equal):
+# the config layer knows no model code.
+RATIONALE_NAMES = (
+    "greedy_gates", "gates", "contribution", "attention", "integrated_gradients", "lime", "kernel_shap", "occlusion",
+)  # fmt: skip
 
 
 @dataclass
@@ -85,7 +90,10 @@ class FaithfulnessConfig:
     token_bins: list[float] = option([0.01, 0.05, 0.1, 0.2, 0.5], "rationale sizes: shares of the content tokens")
     token_removal: str = option("delete", "delete | mask (replace by the tokenizer's mask token)")
     target: str = option("predicted", "whose probability: the predicted class | the true label")
-    integrated_gradients: bool = option(False, "also a Captum integrated-gradients rationale (slow on CPU)")
+    rationales: list[str] = option(
+        ["greedy_gates", "contribution", "attention"],
+        "token rationales measured beside random: " + " | ".join(RATIONALE_NAMES) + " (post-hoc ones are slow)",
+    )
     seed: int = option(0, "seeds the random baselines")
 
     def __post_init__(self):
@@ -96,3 +104,5 @@ class FaithfulnessConfig:
             check_number("faithfulness.token_bins[]", share, low=0, high=1, low_open=True)
         check_choice("faithfulness.token_removal", self.token_removal, TOKEN_REMOVALS)
         check_choice("faithfulness.target", self.target, FAITHFULNESS_TARGETS)
+        for name in self.rationales:
+            check_choice("faithfulness.rationales[]", name, RATIONALE_NAMES)

@@ -16,6 +16,7 @@ from omegaconf import MISSING
 from protolm.config.fields import group, option
 from protolm.config.prototypes import (
     LAST_LAYER_OBJECTIVES,
+    RATIONALE_NAMES,
     FaithfulnessConfig,
     HealthConfig,
     ProjectConfig,
@@ -86,6 +87,7 @@ class ExplainConfig(ModelToolConfig):
     top_k: int = option(3, "prototypes shown per input, by contribution to the predicted class")
     nearest: int = option(3, "nearest training examples shown per prototype")
     max_length: int | None = option(None, "tokens read per input; null: the length the model was trained at")
+    rationale: str = option("greedy_gates", "how words are weighed: " + " | ".join(RATIONALE_NAMES))
     data: ToolDataConfig = group(ToolDataConfig, "the training run's data, for split=")
 
     def __post_init__(self):
@@ -93,6 +95,7 @@ class ExplainConfig(ModelToolConfig):
         for key in ("max_inputs", "top_k", "nearest"):
             check_number(key, getattr(self, key), low=1, integer=True)
         check_number("max_length", self.max_length, low=2, integer=True, allow_none=True)
+        check_choice("rationale", self.rationale, RATIONALE_NAMES)
 
 
 @dataclass
@@ -155,6 +158,7 @@ class PredictConfig(ModelToolConfig):
         1024, "rows read at a time and sorted by length inside (bounds memory; an interruption loses at most one)"
     )
     explain: bool = option(False, "add the explanation of each prediction (prototype models)")
+    rationale: str = option("greedy_gates", "with explain: how words are weighed: " + " | ".join(RATIONALE_NAMES))
     top_k: int = option(3, "with explain: prototypes per row")
     nearest: int = option(3, "with explain: training examples per prototype")
     progress: bool = option(True, "a progress bar on a terminal, a log line every progress_every_s elsewhere")
@@ -163,6 +167,7 @@ class PredictConfig(ModelToolConfig):
         super().__post_init__()
         for key in ("batch_size", "chunk_size", "top_k", "nearest"):
             check_number(key, getattr(self, key), low=1, integer=True)
+        check_choice("rationale", self.rationale, RATIONALE_NAMES)
 
 
 @dataclass
@@ -178,6 +183,7 @@ class ServeConfig(ModelToolConfig):
     )
     max_batch_texts: int = option(32, "texts in one model call at most: concurrent requests are batched up to it")
     log_level: str = option("info", "uvicorn's log level")
+    edits: bool = option(True, "the page's edit actions and POST /edit (loopback only; edited models in output_dir)")
 
     def __post_init__(self):
         super().__post_init__()

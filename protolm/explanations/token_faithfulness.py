@@ -13,7 +13,7 @@ import torch
 
 from protolm.config.prototypes import TOKEN_REMOVALS
 from protolm.data.collate import PadCollator
-from protolm.explanations.rationales import SCORERS
+from protolm.explanations.rationales import RATIONALES
 from protolm.explanations.scores import KINDS, target_classes
 from protolm.modeling.inference import MODEL_INPUTS, encode_texts, evaluating, forward, outputs, to_device
 from protolm.utils.progress import track
@@ -84,7 +84,7 @@ class _Eraser:
             raise ValueError("faithfulness.token_removal=mask: this tokenizer has no mask token; use delete")
         self.net, self.tokenizer, self.removal, self.target = net, tokenizer, removal, target
         self.rng, self.batch_size, self.max_length = random.Random(seed), batch_size, max_length
-        self.scorers = SCORERS | (scorers or {})
+        self.scorers = {name: r.function for name, r in RATIONALES.items() if name != "attention"} | (scorers or {})
         # Seconds spent computing each rationale: the attention's is the forward pass that also
         # makes the prediction; random costs nothing.
         self.seconds = {"attention": 0.0}
@@ -101,8 +101,8 @@ class _Eraser:
         end = start + self.batch_size
         texts = list(split.texts[start:end])
         pairs = list(split.pairs[start:end]) if split.pairs is not None else None
-        enc = encode_texts(self.tokenizer, texts, pairs, self.max_length)
-        batch = to_device(enc, self.net.device, MODEL_INPUTS)
+        enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, return_special_tokens_mask=True)
+        batch = to_device(enc, self.net.device, (*MODEL_INPUTS, "special_tokens_mask"))
         started = time.perf_counter()
         with torch.no_grad():
             out = forward(self.net, batch)
@@ -197,8 +197,9 @@ def token_level(
     scorers: dict | None = None,
 ) -> dict:
     """ERASER comprehensiveness / sufficiency / AOPC per rationale: "attention" (the model's own,
-    prototype head only), "random", and every name in :data:`SCORERS` or ``scorers``; with the
-    seconds per example each rationale took to compute."""
+    prototype head only), "random", and every name in
+    :data:`~protolm.explanations.rationales.RATIONALES` or ``scorers``; with the seconds per example
+    each rationale took to compute."""
     eraser = _Eraser(net, tokenizer, removal, target, seed, batch_size, max_length, scorers)
     unknown = set(rationales) - {"attention", "random"} - set(eraser.scorers)
     if unknown:

@@ -37,7 +37,11 @@ class AttentionPooling(nn.Module):
         elif init == "uniform":
             nn.init.zeros_(self.context.weight)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, score_bias: torch.Tensor | None = None
+    ):
+        """(pooled, alpha). ``score_bias`` (B x L, added to the tokens' scores before the softmax)
+        lets a rationale fade tokens out of the pooling as the encoder's attention fades them."""
         # Score only the real tokens: tanh(W h) is the head's largest product, and padding is
         # a quarter or more of a batch padded to a fixed length.
         real = attention_mask.bool()
@@ -51,6 +55,8 @@ class AttentionPooling(nn.Module):
             # Softmax in float32: under bf16 autocast the scores are too coarse to normalise well.
             scores = torch.full(real.shape, lowest, device=hidden_states.device)
             scores = scores.masked_scatter(real, token_scores.float())
+        if score_bias is not None:
+            scores = scores + score_bias.float()
         alpha = torch.softmax(scores, dim=-1) * real
         # Re-normalise after zeroing padding; only matters for an all-padding row, kept finite.
         alpha = alpha / alpha.sum(-1, keepdim=True).clamp_min(1e-12)

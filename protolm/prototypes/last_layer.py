@@ -55,6 +55,7 @@ class LastLayerPhase:
     objective: str = "labels"  # labels | distill
     sparsity: float = 0.0  # the own-class L1 weight (0: the dense layer as it is)
     refit_epochs: int = 0  # after a sparse phase, the surviving connections refitted without the penalty
+    keep_zeros: bool = False  # connections at 0 stay at 0 (an edit's retraining of a sparse layer)
 
 
 class _Fit:
@@ -124,7 +125,9 @@ def train_last_layer(
         return sampler.batches()
 
     fit = _Fit(head, features, phase, target)
-    if not phase.sparsity or head.num_classes == 1:
+    if phase.keep_zeros:
+        losses = fit.run(phase.epochs, batches, head.last_layer.weight.detach() != 0, 0.0)
+    elif not phase.sparsity or head.num_classes == 1:
         losses = fit.run(phase.epochs, batches, None, 0.0)
     else:
         own = own_class_connections(head)

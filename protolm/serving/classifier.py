@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from protolm.explanations.describe import explain, prediction_of
+from protolm.explanations.rationales import DEFAULT_RATIONALE
 from protolm.modeling.inference import MODEL_INPUTS, encode_texts, to_device, truncated_rows
 from protolm.modeling.saved import SavedModel, load_saved, require_prototypes, write_checkpoint
 from protolm.utils.errors import CheckpointError, DataError
@@ -150,10 +151,12 @@ class Classifier:
         top_k: int = 3,
         nearest: int = 3,
         batch_size: int = 16,
+        rationale: str = DEFAULT_RATIONALE,
     ) -> list[dict]:
         """One explanation per text with the fields of explanations.jsonl: prediction, probs, the
-        words and their attention, and the ``top_k`` prototypes that pushed the prediction, each
-        with its ``nearest`` training examples."""
+        words with their ``importance`` by ``rationale`` (``greedy_gates`` by default; any name of
+        :data:`protolm.explanations.rationales.RATIONALES`) and their pooling ``attention``, and the
+        ``top_k`` prototypes that pushed the prediction, each with its ``nearest`` training examples."""
         self.check_inputs(texts, text_pairs)
         require_prototypes(self.model, f"model={self.source}", "explanations")
         return explain(
@@ -165,6 +168,7 @@ class Classifier:
             nearest=nearest,
             max_length=self.max_length,
             batch_size=batch_size,
+            rationale=rationale,
         )
 
 

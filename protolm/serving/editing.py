@@ -142,6 +142,7 @@ class Editor:
             return
         project_cfg = ProjectConfig(last_layer_epochs=self.retrain.epochs, last_layer_objective=self.retrain.objective)
         phase = phase_from_run((self.clf.training or {}).get("config") or {}, project_cfg)
+        phase.keep_zeros = bool((self.net.head.last_layer.weight == 0).any())  # a sparse layer stays as sparse
         train = self.features("train")
         train_last_layer(self.net.head, train, self._split().lengths, phase, teacher)
 

@@ -17,15 +17,32 @@ def _fmt_prediction(e: dict) -> str:
     return f"{e['prediction']} ({e['probs'][e['prediction']]:.1%})"
 
 
+RATIONALE_WORDS = {
+    "attention": "its attention, its share of the pooled vector the prototypes are compared with",
+    "greedy_gates": "how much deleting it would lower the predicted class (deletion gates)",
+    "gates": "how much deleting it would lower the predicted class (deletion gates, one pass)",
+}
+
+
+def shading(e: dict) -> tuple[list[float], str]:
+    """Each word's shade (>= 0: the evidence for the predicted class) and what it means: the
+    explanation's ``importance`` by its ``rationale``, else (older records) its attention."""
+    rationale = e.get("rationale", "attention")
+    values = e.get("importance") if "importance" in e else e["attention"]
+    meaning = RATIONALE_WORDS.get(rationale, f"its weight by {rationale}")
+    return [max(0.0, float(v)) for v in values], meaning
+
+
 def print_explanations(explanations: list[dict], console: Console | None = None) -> None:
     console = console or Console()
     for n, e in enumerate(explanations, start=1):
-        peak = max(e["attention"], default=1.0) or 1.0
+        shades, _ = shading(e)
+        peak = max(shades, default=1.0) or 1.0
         words = Text()
         for segment in sorted(set(e["segments"])):
             if segment:
                 words.append(" || ", style="dim")
-            for word, weight, seg in zip(e["tokens"], e["attention"], e["segments"]):
+            for word, weight, seg in zip(e["tokens"], shades, e["segments"]):
                 if seg == segment:
                     level = int(round(255 * (1 - weight / peak)))
                     words.append(
@@ -81,29 +98,32 @@ background:linear-gradient(to right,rgba(255,140,0,0),rgba(255,140,0,0.85))}
 
 
 def _token_html(e: dict) -> str:
-    peak = max(e["attention"], default=1.0) or 1.0
+    shades, _ = shading(e)
+    peak = max(shades, default=1.0) or 1.0
+    importance = e.get("importance", e["attention"])
     parts, previous = [], None
-    for word, weight, segment in zip(e["tokens"], e["attention"], e["segments"]):
+    for word, shade, weight, attention, segment in zip(e["tokens"], shades, importance, e["attention"], e["segments"]):
         if previous is not None and segment != previous:
             parts.append('<span class="sep">‖</span>')
         previous = segment
-        alpha = 0.85 * weight / peak
+        alpha = 0.85 * shade / peak
         parts.append(
             f'<span class="tok" style="background:rgba(255,140,0,{alpha:.3f})" '
-            f'title="attention {weight:.4f}">{html.escape(word)}</span>'
+            f'title="{html.escape(e.get("rationale", "attention"))} {weight:.4f}; attention {attention:.4f}">'
+            f"{html.escape(word)}</span>"
         )
     return " ".join(parts)
 
 
 def _legend_html(e: dict) -> str:
-    """What the shading means, with its scale: from no attention to this input's highest weight."""
-    peak = max(e["attention"], default=0.0)
-    special = e.get("special_tokens_attention")
+    """What the shading means, with its scale: from nothing to this input's highest value."""
+    shades, meaning = shading(e)
+    peak = max(shades, default=0.0)
+    special = e.get("special_tokens_attention") if e.get("rationale", "attention") == "attention" else None
     rest = f"; the special tokens took {special:.0%}" if special else ""
     return (
-        '<div class="legend">shading: each word\'s attention, its share of the pooled vector the '
-        f"prototypes are compared with (hover a word for its weight{rest}) <span>0</span>"
-        f'<span class="scale"></span><span>{peak:.3f}, this text\'s highest</span></div>'
+        f'<div class="legend">shading: each word\'s {html.escape(meaning)} (hover a word for its value{rest}) '
+        f'<span>0</span><span class="scale"></span><span>{peak:.3f}, this text\'s highest</span></div>'
     )
 
 

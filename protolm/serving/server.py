@@ -16,15 +16,19 @@ more than ``max_waiting`` requests queued or running at once are refused (503).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from protolm.explanations.rationales import DEFAULT_RATIONALE, RATIONALES, check_rationale
 from protolm.serving.batch import is_unicode
 from protolm.serving.batcher import Batcher, Busy
 from protolm.utils.errors import ProtoLMError
@@ -51,6 +55,7 @@ class TextsRequest(BaseModel):
 class ExplainRequest(TextsRequest):
     top_k: int = Field(3, ge=1, le=100)
     nearest: int = Field(3, ge=0, le=50)
+    rationale: str = Field(DEFAULT_RATIONALE, description="the token rationale: " + ", ".join(RATIONALES))
 
 
 class BodyLimit:
@@ -104,11 +109,13 @@ def _one_line(err: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid')}"
 
 
-def create_app(clf, limits: Limits | None = None) -> FastAPI:
-    """The server's application around a loaded :class:`protolm.serving.classifier.Classifier`."""
+def create_app(clf, limits: Limits | None = None, edits_dir: Path | None = None) -> FastAPI:
+    """The server's application around a loaded :class:`protolm.serving.classifier.Classifier`; with
+    ``edits_dir`` (a prototype model), ``POST /edit`` and the page's edit actions, writing there."""
     limits = limits or Limits()
+    model_lock = threading.Lock()  # an edit holds the model while it changes it
     batcher = Batcher(
-        model_calls(clf, limits.max_batch_texts),
+        model_calls(clf, limits.max_batch_texts, model_lock),
         window_s=limits.batch_window_ms / 1000,
         max_batch_texts=limits.max_batch_texts,
         max_waiting=limits.max_waiting,
@@ -126,18 +133,31 @@ def create_app(clf, limits: Limits | None = None) -> FastAPI:
     _install_api(app, clf, batcher, limits)
     from protolm.serving.page import install_page
 
-    install_page(app, clf, batcher, lambda request: check(request, limits))
+    session = None
+    if edits_dir is not None and clf.model.config.is_prototype and clf.model.prototypes:
+        from protolm.serving.edit_api import EditSession, install_edit_api
+
+        session = EditSession(clf, Path(edits_dir), model_lock)
+        install_edit_api(app, session)
+        log.info("edits on (loopback only): the page's actions, or POST /edit with token %s", session.token)
+    install_page(app, clf, batcher, lambda request: check(request, limits), session)
     return BodyLimit(app, limits.max_body_bytes)
 
 
-def model_calls(clf, max_batch_texts: int):
-    """The batcher's model call: ``key`` is ``("predict",)`` or ``("explain", top_k, nearest)``."""
+def model_calls(clf, max_batch_texts: int, model_lock: threading.Lock | None = None):
+    """The batcher's model call: ``key`` is ``("predict",)`` or ``("explain", top_k, nearest, rationale)``."""
 
     def run_batch(key: tuple, texts: list[str], text_pairs: list[str] | None) -> list[dict]:
+        with model_lock or contextlib.nullcontext():
+            return _run(key, texts, text_pairs)
+
+    def _run(key: tuple, texts: list[str], text_pairs: list[str] | None) -> list[dict]:
         if key[0] == "predict":
             return clf.predict(texts, text_pairs, batch_size=max_batch_texts)
-        _, top_k, nearest = key
-        return clf.explain(texts, text_pairs, top_k=top_k, nearest=nearest, batch_size=max_batch_texts)
+        _, top_k, nearest, rationale = key
+        return clf.explain(
+            texts, text_pairs, top_k=top_k, nearest=nearest, batch_size=max_batch_texts, rationale=rationale
+        )
 
     return run_batch
 
@@ -204,7 +224,8 @@ def _install_api(app: FastAPI, clf, batcher: Batcher, limits: Limits) -> None:
     async def explain(request: ExplainRequest):
         check(request, limits)
         clf.check_inputs(request.texts, request.text_pairs)
-        key = ("explain", request.top_k, request.nearest)
+        check_rationale(request.rationale, clf.model)
+        key = ("explain", request.top_k, request.nearest, request.rationale)
         return {"explanations": await batcher.run(key, request.texts, request.text_pairs)}
 
     @app.get("/prototypes")
