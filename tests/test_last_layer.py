@@ -126,3 +126,15 @@ def test_retraining_a_sparse_layer_with_keep_zeros_keeps_its_structure():
     train_last_layer(head, features, [8] * len(features), phase(objective="distill", keep_zeros=True), teacher)
     weight = head.last_layer.weight.detach()
     assert (weight[zeros] == 0).all() and not torch.equal(weight[~zeros], torch.zeros_like(weight[~zeros]))
+
+
+def test_a_penalty_strong_enough_to_cut_every_connection_still_leaves_each_class_its_own_prototype():
+    features = clustered(per_class=60)
+    head = head_on(features, per_class=3)
+    with torch.no_grad():
+        teacher = head.logits_from_similarities(head.similarities(features.pooled))
+    train_last_layer(head, features, [8] * len(features), phase(epochs=3, lr=0.5, sparsity=50.0, refit_epochs=1), teacher)
+    weight, own = head.last_layer.weight.detach(), own_class_connections(head)
+    for c in range(head.num_classes):
+        assert ((weight[c] != 0) & own[c]).any() and (weight[c][~own[c]] == 0).all()
+    assert not unconnected(head).all()

@@ -135,9 +135,9 @@ def train_last_layer(
             head.last_layer.weight.copy_(block_diagonal(head.last_layer.weight, own))
         losses = fit.run(phase.epochs, batches, own, phase.sparsity)
         live = own & (head.last_layer.weight > 0)
-        for c in range(head.num_classes):  # a class keeps at least its strongest prototype
+        for c in range(head.num_classes):  # a class keeps at least its strongest prototype of its own
             if not live[c].any():
-                live[c, (head.last_layer.weight[c] * own[c]).argmax()] = True
+                live[c, head.last_layer.weight[c].masked_fill(~own[c], -torch.inf).argmax()] = True
         losses += fit.run(phase.refit_epochs, lambda e: batches(phase.epochs + e), live, 0.0)
     log.info("last layer trained (%s) for %d epoch(s) on %d examples: loss %s", phase.objective, len(losses),
              len(features), [round(v, 4) for v in losses])  # fmt: skip
