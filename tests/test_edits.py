@@ -77,6 +77,7 @@ def test_forbid_a_phrase_finds_its_carriers_fine_tunes_and_reprojects(editor):
     phrase = max(record.prototypes[0].nearest[0].text.split(), key=len)
     report = editor.forbid(phrases=[phrase], settings=editor_settings(min_share=0.2, remove=False))
     assert report.edit["carriers"][0] >= 0.2 and report.edit["removed"] == []
+    assert set(report.with_phrase) == {"before", "after"} and 0 <= report.with_phrase["after"] <= 1
     projection = projection_of(net)
     assert projection.edits[-1]["kind"] == "forbid"
     # after the fine-tune every prototype sits on a training example again

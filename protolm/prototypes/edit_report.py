@@ -71,6 +71,9 @@ class EditReport:
     flipped: list[dict] = field(default_factory=list)  # up to max_flipped, each with before/after
     prototypes: list[dict] = field(default_factory=list)  # the prototypes the edit touched
     seconds: float = 0.0
+    # forbid: accuracy on the selection split with a forbidden phrase inserted into every text,
+    # before and after (a model that relies on the phrase loses it there)
+    with_phrase: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -124,6 +127,9 @@ def markdown(report: EditReport) -> str:
     for name in ("before", "after"):
         figures = getattr(report, name)
         lines.append(f"| {name} | {figures['acc']:.4f} | {figures['ce']:.4f} | {figures['ece']:.4f} |")
+    if report.with_phrase:
+        w = report.with_phrase
+        lines.append(f"| with the phrase inserted into every text: acc | {w['before']:.4f} -> {w['after']:.4f} | | |")
     lines += ["", f"{report.flipped_count} of {report.examples} predictions flipped ({report.seconds:.1f} s).", ""]
     for row in report.flipped:
         was, now = row["before"], row["after"]

@@ -14,6 +14,7 @@ changes the encoder or the pooling (``forbid``'s fine-tune).
 from __future__ import annotations
 
 import copy
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 
 from protolm.config import ProjectConfig
 from protolm.config.tools import ForbidConfig, RetrainConfig
+from protolm.data.shortcut import insert_token
 from protolm.modeling.saved import require_projection
 from protolm.prototypes import edits
 from protolm.prototypes.edit_report import EditReport, Scored, flipped_examples, touched_prototypes
@@ -92,7 +94,14 @@ class Editor:
         carriers = self._carriers(phrases, concept[len(phrases) :], settings.min_share)
         entry = {"kind": "forbid", "phrases": phrases, "texts": texts, "carriers": carriers,
                  "fine_tune": settings.fine_tune, "tune_encoder": settings.tune_encoder}  # fmt: skip
-        return self._round(entry, lambda: self._forbid(phrases, concept, carriers, settings))
+        before = self._accuracy_with_phrase(phrases[0]) if phrases else None
+        report = self._round(entry, lambda: self._forbid(phrases, concept, carriers, settings))
+        if phrases:
+            report.with_phrase = {"before": before, "after": self._accuracy_with_phrase(phrases[0])}
+            projection = projection_of(self.net)  # the edit log keeps it too
+            projection.edits[-1]["selection_with_phrase"] = report.with_phrase
+            self.net.prototypes = projection.to_dict()
+        return report
 
     def allow(self, ids: list[int]) -> dict:
         """Mark prototypes valid: later edits keep them as they are (logged; no retraining)."""
@@ -181,6 +190,15 @@ class Editor:
         return [n.prototype_id for w, n in zip(old.prototypes, new.prototypes) if w.replaced_by != n.replaced_by]
 
     # ------------------------------------------------------------------ helpers
+    def _accuracy_with_phrase(self, phrase: str) -> float:
+        """Accuracy on the selection split with ``phrase`` inserted into every text (seeded places)."""
+        split, rng = self.datamodule.role_split("val"), random.Random(0)
+        texts = [insert_token(t, phrase, rng) for t in split.texts]
+        pairs = list(split.pairs) if split.pairs is not None else None
+        names = self.net.config.class_names()
+        found = [names.index(p["prediction"]) for p in self.clf.predict(texts, pairs, batch_size=64)]
+        return round(sum(p == y for p, y in zip(found, split.labels)) / max(1, len(found)), 4)
+
     def features(self, role: str) -> Features:
         """The pooled embeddings of a role's split under the model as it is now (computed once)."""
         if role not in self.encoded:
