@@ -311,3 +311,17 @@ def test_own_rationales_need_the_prototype_head(make_config, minilm_tokenizer):
     for own in ("attention", "contribution"):
         with pytest.raises(ValueError, match=rf"rationale\(s\) \['{own}'\] need the prototype head"):
             token_level(linear, minilm_tokenizer, split_of(SENTENCES[:1], [1]), bins=[0.5], rationales=(own, "random"))
+
+
+def test_top_share_is_the_top_three_contributions_over_the_positive_ones():
+    from protolm import PrototypeHead
+    from protolm.explanations.prototype_faithfulness import top_share
+
+    head = PrototypeHead(4, 6, 2)  # prototypes 0-2 of class 0, 3-5 of class 1; weights +1 / -0.5
+    sims = torch.tensor([[0.9, 0.5, 0.1, 0.2, 0.0, 0.4], [0.0, 0.0, 0.0, 0.6, 0.3, 0.1]])
+    logits = head.logits_from_similarities(sims)
+    # example 0 (class 0): contributions 0.9, 0.5, 0.1 and -0.1, 0, -0.2: top 3 = all the positive
+    # example 1 (class 1): 0.6, 0.3, 0.1 positive, others 0: top 3 = all -> both 1.0
+    assert top_share(head, sims, logits, 3) == pytest.approx(1.0)
+    # top 1: 0.9 / 1.5 and 0.6 / 1.0
+    assert top_share(head, sims, logits, 1) == pytest.approx((0.9 / 1.5 + 0.6 / 1.0) / 2)

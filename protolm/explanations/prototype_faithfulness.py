@@ -95,16 +95,18 @@ def prototype_level_of(head, scored, ks: list[int], random_draws: int = 10, seed
     generators = (torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1))
     block = head.prototypes_per_class
     sums = {k: _empty_sums(k <= block) for k in ks}
-    n = 0
+    n, shares = 0, 0.0
     with torch.no_grad():
         for sims, logits, labels in scored:
             sims = sims.float()
             chosen = target_classes(logits, labels, target)
             ranked = torch.argsort(sims * weights[chosen], dim=1, descending=True)
             _add_batch(sums, _PrototypeScores(head, sims, chosen), ranked, random_draws, generators)
+            shares += top_share(head, sims, logits, 3) * len(sims)
             n += len(sims)
     by_k = {str(k): {name: None if v is None else v / n for name, v in values.items()} for k, values in sums.items()}
-    return {"examples": n, "prototypes": head.num_prototypes, "smallest_class_block": block, "by_k": by_k}
+    level = {"examples": n, "prototypes": head.num_prototypes, "smallest_class_block": block, "by_k": by_k}
+    return level | {"top3_share": shares / max(1, n)}
 
 
 def top_share(head, sims: torch.Tensor, logits: torch.Tensor, k: int = 3) -> float:

@@ -38,8 +38,15 @@ def _prototype_lines(level: dict) -> list[str]:
         lines.append(f"| {k} | " + " | ".join(map(_score, scores)) + " |")
     block = level.get("smallest_class_block")
     note = f"; n/a for k above {block}, the smallest class block" if block is not None else ""
+    share = level.get("top3_share")
+    carried = (
+        [f"The top 3 prototypes carry {share:.1%} of the predicted class's positive evidence (similarity x weight)."]
+        if share is not None
+        else []
+    )
     return lines + [
         "",
+        *carried,
         "Random k: k prototypes of any class. Random k, same class: k prototypes of the target class; "
         "own-class weights are positive and the others negative, so the top k are mostly the target "
         f"class's own prototypes and this is the baseline that tests their ranking{note}.",
