@@ -35,7 +35,7 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 
 def one_run(repo: Path, overrides: list[str], work: Path) -> dict:
     """``python run.py <overrides>`` of ``repo`` in a fresh process: wall time, timings, figures."""
-    run_dir = work / f"run-{time.time_ns()}"
+    run_dir = work / f"{'-'.join(o.split('=')[-1] for o in overrides)}-{repo.name}-{time.strftime('%H%M%S')}"
     env = {**os.environ, **OFFLINE, "PYTHONPATH": str(repo), "TOKENIZERS_PARALLELISM": "false"}
     started = time.perf_counter()
     done = subprocess.run(
@@ -48,6 +48,7 @@ def one_run(repo: Path, overrides: list[str], work: Path) -> dict:
     results = json.loads((run_dir / "results.json").read_text())
     after_fit = ended - fit_ended(run_dir / "run.log")
     return {
+        "run_dir": run_dir.name,  # under --work
         "wall_s": round(wall, 1),
         "after_training_s": round(after_fit, 1),
         "after_training_share_of_wall": round(after_fit / wall, 3),
@@ -72,16 +73,18 @@ def main() -> None:
     parser.add_argument("--what", nargs="+", choices=RUNS, default=["smoke"])
     parser.add_argument("--baseline", type=Path, help="an older checkout, run the same way after this one")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
     repos = {"this checkout": Path(__file__).resolve().parents[1]}
     if args.baseline:
         repos["baseline"] = args.baseline.resolve()
     rows = []
-    with tempfile.TemporaryDirectory(prefix="protolm-first-hour-") as work:
+    with tempfile.TemporaryDirectory(prefix="protolm-first-hour-") as temporary:
+        work = args.work or Path(temporary)
         for name in args.what:
             for label, repo in repos.items():
                 row = {"run": name, "checkout": label, "command": f"python run.py {' '.join(RUNS[name])}"}
-                rows.append(row | one_run(repo, RUNS[name], Path(work)))
+                rows.append(row | one_run(repo, RUNS[name], work))
                 print(json.dumps(rows[-1]), flush=True)
     payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), "rows": rows}
     print(f"wrote {write('first_hour', payload, args.out)}")
