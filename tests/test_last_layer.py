@@ -133,7 +133,8 @@ def test_a_penalty_strong_enough_to_cut_every_connection_still_leaves_each_class
     head = head_on(features, per_class=3)
     with torch.no_grad():
         teacher = head.logits_from_similarities(head.similarities(features.pooled))
-    train_last_layer(head, features, [8] * len(features), phase(epochs=3, lr=0.5, sparsity=50.0, refit_epochs=1), teacher)
+    harsh = phase(epochs=3, lr=0.5, sparsity=50.0, refit_epochs=1)
+    train_last_layer(head, features, [8] * len(features), harsh, teacher)
     weight, own = head.last_layer.weight.detach(), own_class_connections(head)
     for c in range(head.num_classes):
         assert ((weight[c] != 0) & own[c]).any() and (weight[c][~own[c]] == 0).all()

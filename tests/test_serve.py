@@ -159,14 +159,16 @@ def test_the_page_explains_a_typed_text_and_browses_the_prototypes(server):
 
 
 @contextlib.contextmanager
-def app_served(clf):
-    """The server's application around ``clf``, run by uvicorn in a thread of this process."""
+def app_served(clf, **options):
+    """The server's application around ``clf`` (``options``: create_app's), run by uvicorn in a
+    thread of this process."""
     import uvicorn
 
     from protolm.serving.server import create_app
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(clf), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app(clf, **options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

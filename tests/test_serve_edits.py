@@ -3,39 +3,20 @@ checkpoint and report while the served model becomes the edited one; the page's 
 
 from __future__ import annotations
 
-import contextlib
 import re
-import threading
-import time
 
 import pytest
 
-from benchmarks.serving import free_port
-from tests.test_serve import CHROMIUM, browser_page, needs_chromium
+from tests.test_serve import CHROMIUM, app_served, browser_page, needs_chromium
 
 httpx = pytest.importorskip("httpx")
 
 
-@contextlib.contextmanager
 def edit_server(tiny_run, edits_dir):
     """The server on a fresh load of the tiny model, edits on, in a thread of this process."""
-    import uvicorn
-
     import protolm
-    from protolm.serving.server import create_app
 
-    port = free_port()
-    app = create_app(protolm.load(tiny_run), edits_dir=edits_dir)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    return app_served(protolm.load(tiny_run), edits_dir=edits_dir)
 
 
 def token_of(url: str) -> str:
