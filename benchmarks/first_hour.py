@@ -84,6 +84,10 @@ def main() -> None:
         for name in args.what:
             for label, repo in repos.items():
                 row = {"run": name, "checkout": label, "command": f"python run.py {' '.join(RUNS[name])}"}
+                experiment = RUNS[name][0].split("=")[1]
+                if not (repo / "conf" / "experiment" / f"{experiment}.yaml").exists():
+                    rows.append(row | {"absent": f"{repo.name} has no experiment={experiment}"})
+                    continue
                 rows.append(row | one_run(repo, RUNS[name], work))
                 print(json.dumps(rows[-1]), flush=True)
     payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), "rows": rows}
