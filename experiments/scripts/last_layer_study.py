@@ -8,7 +8,9 @@ selected checkpoint, before projection, is kept). The encoder passes over the tr
 splits once per run (``prototypes.features``); every variant then projects the same prototypes
 (replace) and retrains the last layer with the product's own code (``prototypes.last_layer``) from
 the same starting head. Writes ``<run name>.json`` per run and ``table.md`` (means over runs of
-the same task).
+the same task). Given ``.json`` files it studies nothing and writes only ``table.md`` from them:
+
+    cd experiments/results/last_layer && python ../../scripts/last_layer_study.py *.json --out .
 """
 
 from __future__ import annotations
@@ -88,6 +90,12 @@ def study(run: Path) -> dict:
 COLUMNS = ("acc", "ce", "ece", "top3_share", "proto3_comprehensiveness", "proto3_random_same_class_comprehensiveness")
 
 
+def mean_of(values) -> float:
+    """The mean over the runs that have a value (a metric is None where a split has one class)."""
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else float("nan")
+
+
 def table(records: list[dict]) -> str:
     by_task = defaultdict(list)
     for record in records:
@@ -102,7 +110,7 @@ def table(records: list[dict]) -> str:
             "|---|" + "---|" * (2 * len(COLUMNS) + 2),
         ]
         for name in VARIANTS:
-            mean = {key: statistics.fmean(r["variants"][name][key] for r in runs) for key in runs[0]["variants"][name]}
+            mean = {key: mean_of(r["variants"][name].get(key) for r in runs) for key in runs[0]["variants"][name]}
             cells = [f"{mean[f'{split}/{c}']:.3f}" for split in ("val", "test") for c in COLUMNS]
             ratio = mean["val/proto3_comprehensiveness"] / mean["val/proto3_random_same_class_comprehensiveness"]
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} | {mean['val/prototypes']:.0f} |")
@@ -119,6 +127,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     records = []
     for run in args.runs:
+        if run.suffix == ".json":
+            records.append(json.loads(run.read_text()))
+            continue
         record = study(run)
         (args.out / f"{run.name}.json").write_text(json.dumps(record, indent=1) + "\n")
         records.append(record)
