@@ -1,5 +1,7 @@
 """The command line as users meet it: run.py's errors are one clear message, never a bare traceback."""
 
+import logging
+
 import pytest
 
 from tests.support import BACKBONES, TASKS, assert_clean_failure, run_cli, run_here
@@ -93,6 +95,15 @@ def test_hub_backbone_offline_fails_fast_with_the_fix(tmp_path, capsys, monkeypa
     assert_clean_failure(
         result, "backbone roberta-large: cannot load 'FacebookAI/roberta-large'", "backbone.pretrained="
     )
+    # The refused run's folder is removed, and this process's log file in it with it: a later log
+    # line in the same process (a notebook, a test session) must not try to reopen it.
+    logs = [
+        getattr(h, "baseFilename", "")
+        for lg in (logging.getLogger(), logging.getLogger("protolm"))
+        for h in lg.handlers
+    ]
+    assert not any(name.startswith(str(tmp_path)) for name in logs), logs
+    logging.getLogger("protolm").info("still logging")
 
 
 def test_fast_dev_run_from_the_command_line(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import shutil
 from contextlib import contextmanager
@@ -184,6 +186,17 @@ def note_new_dir(directory: Path) -> None:
         _new_dirs[directory] = top
 
 
+def _release_logs(directory: Path) -> None:
+    """Detach and close this process's log files inside ``directory`` (Hydra's ``<job>.log``): a
+    later log line must not reopen a file in a removed folder, nor fail for want of it."""
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in list(getattr(logger, "handlers", [])):  # a placeholder has none
+            name = getattr(handler, "baseFilename", None)
+            if name and Path(name).absolute().is_relative_to(directory):
+                logger.removeHandler(handler)
+                handler.close()
+
+
 def discard_if_untouched(directory: Path) -> bool:
     """Remove ``directory`` (and the folders created for it) if this command created it and nothing
     but its own Hydra record and log are in it: a refused command leaves nothing behind. (A second
@@ -196,6 +209,7 @@ def discard_if_untouched(directory: Path) -> bool:
     records = [p.name for p in (directory / ".hydra").iterdir()] if (directory / ".hydra").is_dir() else []
     if others or len(records) > 1 or in_use(directory):
         return False
+    _release_logs(directory)
     shutil.rmtree(directory)
     for folder in directory.parents:
         if not folder.is_relative_to(top) or any(folder.iterdir()):
