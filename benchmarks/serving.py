@@ -1,7 +1,7 @@
 """Benchmark 5: using a trained model: batch prediction (torch vs onnxruntime) and the server under load.
 
     python run.py experiment=demo hydra.run.dir=outputs/demo          # a trained model (a few minutes)
-    python export.py ckpt_path=outputs/demo out=outputs/demo-model onnx=true
+    protolm export model=outputs/demo out=outputs/demo-model onnx=true
     python benchmarks/serving.py --model outputs/demo-model            # both parts
     python benchmarks/serving.py --model outputs/demo-model --what server --baseline ../old-checkout \
         --out benchmarks/measured
