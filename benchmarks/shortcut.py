@@ -6,7 +6,7 @@ on the training data without the token.
     python benchmarks/shortcut.py --seeds 1 2 3 --work outputs/shortcut --out benchmarks/measured/shortcut.json
 
 Per seed, on the demo budget (SST-2, packaged MiniLM, 4,000 sentences, one epoch, 64 tokens):
-``zxq`` inserted into half of the positive training (and selection) sentences; models trained
+``zxq`` inserted into half of the positive training (and selection) sentences (``experiment=shortcut``); models trained
 clean and with the shortcut, each head; the prototype model edited once (``protolm edit
 forbid.phrases=[zxq]``, head only and with the encoder); the linear model fine-tuned again from its
 own encoder on the clean data. Every model is scored on SST-2 dev (872) as it is and with the token
@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine  # noqa: E402
 
-TOKEN, CLASS, SHARE = "zxq", 1, 0.5
-DEMO = ["experiment=demo", "trainer.enable_progress_bar=false", "logger=csv", "health.at_end=false"]
-PLANTED = [f"data.shortcut_token={TOKEN}", f"data.shortcut_class={CLASS}", f"data.shortcut_share={SHARE}"]
+TOKEN, CLASS, SHARE = "zxq", 1, 0.5  # as conf/experiment/shortcut.yaml plants them (a test holds the two together)
+QUIET = ["trainer.enable_progress_bar=false", "logger=csv", "health.at_end=false"]
+DEMO, PLANTED = ["experiment=demo", *QUIET], ["experiment=shortcut", *QUIET]
 
 
 def protolm(*args: str) -> float:
@@ -98,9 +98,9 @@ def one_seed(seed: int, work: Path, sets: dict, extra: list[str]) -> dict:
     s = f"seed={seed}", *extra
     runs = {
         "prototype, clean": trained(work / f"proto_clean_s{seed}", [*DEMO, *s]),
-        "prototype, shortcut": trained(work / f"proto_short_s{seed}", [*DEMO, *PLANTED, *s]),
+        "prototype, shortcut": trained(work / f"proto_short_s{seed}", [*PLANTED, *s]),
         "linear, clean": trained(work / f"linear_clean_s{seed}", [*DEMO, "head=linear", *s]),
-        "linear, shortcut": trained(work / f"linear_short_s{seed}", [*DEMO, *PLANTED, "head=linear", *s]),
+        "linear, shortcut": trained(work / f"linear_short_s{seed}", [*PLANTED, "head=linear", *s]),
     }
     shortcut = runs["prototype, shortcut"][0]
     runs["prototype, shortcut + forbid (head)"] = edited(shortcut, work / f"forbid_head_s{seed}")
