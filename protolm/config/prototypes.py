@@ -10,6 +10,7 @@ from protolm.utils.errors import check_choice, check_number
 
 PROJECTION_MODES = ("link", "replace")
 LAST_LAYER_OBJECTIVES = ("labels", "distill")
+TEMPERATURES = ("none", "selection")  # project.temperature (protolm.prototypes.temperature)
 # faithfulness: how tokens are removed from a text, and whose probability is measured
 TOKEN_REMOVALS = ("delete", "mask")
 FAITHFULNESS_TARGETS = ("predicted", "true")
@@ -39,6 +40,11 @@ class ProjectConfig:
         0.0, "L1 weight on own-class connections (other-class ones removed): a few prototypes carry each class"
     )
     last_layer_refit_epochs: int = option(3, "with last_layer_sparsity: epochs refitting the surviving connections")
+    temperature: str = option(
+        "none",
+        "selection: after the last-layer phase, fit one temperature on the selection split's labels and fold it "
+        "into the last layer (no prediction or ranking changes) | none",
+    )
     report_unprojected: bool = option(True, "also test the model before projection (unprojected/test/*)")
 
     def __post_init__(self):
@@ -49,6 +55,7 @@ class ProjectConfig:
         check_choice("project.last_layer_objective", self.last_layer_objective, LAST_LAYER_OBJECTIVES)
         check_number("project.last_layer_sparsity", self.last_layer_sparsity, low=0)
         check_number("project.last_layer_refit_epochs", self.last_layer_refit_epochs, low=0, integer=True)
+        check_choice("project.temperature", self.temperature, TEMPERATURES)
 
 
 @dataclass

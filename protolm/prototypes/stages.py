@@ -25,6 +25,7 @@ from protolm.prototypes.last_layer import LastLayerPhase, train_last_layer, unco
 from protolm.prototypes.projection import project
 from protolm.prototypes.pruning import prune_prototypes, remove_prototypes
 from protolm.prototypes.records import Projection, projection_of
+from protolm.prototypes.temperature import calibrate
 from protolm.utils.files import write_json
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,12 @@ class ProjectionResult:
     checkpoint: Path  # projected.ckpt
     unprojected: dict[str, float] = field(default_factory=dict)  # unprojected/test/* metrics
     unconnected: list[int] = field(default_factory=list)  # prototypes a sparse last layer left without a connection
+    temperature: dict | None = None  # project.temperature=selection: T and its cross-fitted evidence
 
     def summary(self) -> dict:
-        """What results.json keeps: the projection's summary and the prototypes the last layer removed."""
-        return self.projection.summary() | {"removed_unconnected": self.unconnected}
+        """What results.json keeps: the projection's summary, the prototypes the last layer removed
+        and the temperature fitted."""
+        return self.projection.summary() | {"removed_unconnected": self.unconnected, "temperature": self.temperature}
 
 
 @dataclass
@@ -144,10 +147,28 @@ def projection_stage(
             train_last_layer(ctx.net.head, train, split.lengths, phase, teacher)
             removed = remove_prototypes(ctx.net, ~unconnected(ctx.net.head))
         record = projection_of(ctx.net)
+    temperature = selection_temperature(ctx) if project_cfg.temperature == "selection" else None
     ctx.save_checkpoint(checkpoint)
     if ctx.is_writer:
         write_json(ctx.out_dir / "prototypes.json", record.to_dict())
-    return ProjectionResult(record, checkpoint, unprojected, removed)
+    return ProjectionResult(record, checkpoint, unprojected, removed, temperature)
+
+
+def selection_temperature(ctx: StageContext) -> dict | None:
+    """Fit a temperature on the selection split and fold it into the last layer (classification only)."""
+    head = ctx.net.head
+    if head.num_classes == 1:
+        log.info("project.temperature=selection: a regression head has no probabilities to calibrate; skipped")
+        return None
+    val = ctx.features("val")
+    with ctx.timed("temperature"):
+        found = calibrate(head, val.logits(head, ctx.net.device), val.labels)
+    log.info(
+        "temperature %.3f fitted on the selection split and folded into the last layer "
+        "(cross-fitted selection cross-entropy %.4f -> %.4f)",
+        found["temperature"], found["ce_without"], found["ce_with"],
+    )  # fmt: skip
+    return found
 
 
 # ------------------------------------------------------------------------ health, pruning
