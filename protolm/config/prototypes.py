@@ -41,7 +41,7 @@ class ProjectConfig:
     )
     last_layer_refit_epochs: int = option(3, "with last_layer_sparsity: epochs refitting the surviving connections")
     temperature: str = option(
-        "none",
+        "selection",
         "selection: after the last-layer phase, fit one temperature on the selection split's labels and fold it "
         "into the last layer (no prediction or ranking changes) | none",
     )
