@@ -43,7 +43,10 @@ def naive(head: PrototypeHead, hidden, mask):
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
 def test_vectorised_head_equals_naive_loops(similarity):
-    torch.manual_seed(0)
+    # Not seed 0: batch() draws from a generator seeded 0 too, and the head's prototypes would then
+    # be the same numbers as a one-token example, a coincidence where the two computations are
+    # meant to differ (the clamped square root, pinned by the test of an embedding on a prototype).
+    torch.manual_seed(1)
     head = PrototypeHead(16, 6, 3, similarity=similarity)
     hidden, mask = batch()
     out = head(hidden, mask)

@@ -38,6 +38,7 @@ def test_cross_fitting_shows_the_gain_on_held_out_halves_and_none_where_there_is
 
 @pytest.mark.no_data
 def test_folding_divides_the_logits_and_keeps_every_prediction():
+    torch.manual_seed(0)
     head = torch.nn.Module()
     head.last_layer = torch.nn.Linear(6, 3, bias=True)
     similarities = torch.randn(50, 6)
@@ -45,7 +46,7 @@ def test_folding_divides_the_logits_and_keeps_every_prediction():
     logits, labels = sampled(2.0, n=50)
     record = calibrate(head, logits, labels)
     after = head.last_layer(similarities).detach()
-    assert torch.allclose(after, before / record["temperature"], atol=1e-6)
+    assert torch.allclose(after, before / record["temperature"], rtol=1e-4, atol=1e-6)  # T recorded to 4 decimals
     assert torch.equal(after.argmax(-1), before.argmax(-1))
     assert {"temperature", "fitted_on", "ce_without", "ce_with", "fold_temperatures"} <= set(record)
 
