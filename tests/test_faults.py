@@ -168,3 +168,21 @@ def test_resume_refuses_training_data_that_changed_and_a_full_disk_keeps_the_las
     assert full.returncode == 1 and "Traceback" not in err, err
     assert "error: the disk is full" in err and "resume with ckpt_path=last" in err
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == saved  # the previous checkpoint survives
+
+
+def test_a_run_stopped_by_ctrl_c_in_process_gives_ctrl_c_back(make_config, monkeypatch):
+    """Lightning answers a KeyboardInterrupt by ignoring SIGINT for good and exiting; in a notebook
+    (or any process that goes on, and the processes it starts) Ctrl-C would then do nothing."""
+    from protolm.training.module import ProtoLM
+    from protolm.training.train import train
+
+    def interrupted(self):
+        # Ctrl-C while the trainer sets up: before the run's own Ctrl-C handler is installed (once
+        # training runs, that handler's restore on the way out gives Ctrl-C back as well)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProtoLM, "configure_optimizers", interrupted)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit):
+        train(make_config(*TINY, "head.num_prototypes=4", "health.at_end=false"))
+    assert signal.getsignal(signal.SIGINT) is before

@@ -203,10 +203,13 @@ def test_ctrl_c_keeps_the_rows_written_and_the_same_command_goes_on_from_them(ti
     source.write_text("\n".join(texts[:70] + [""] + texts[70:]) + "\n")
     args = [f"model={tiny_run}", f"input_file={source}", f"output={out}", "chunk_size=16", "batch_size=8"]
     record = tmp_path / "out.csv.partial.json"
+    # A user's shell delivers Ctrl-C to a process that takes it; this test process may not (Lightning
+    # ignores SIGINT in a process where it stopped a run on one, and children inherit that).
     process = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "pause_predict_at.py"), *args, f"hydra.run.dir={tmp_path / 'a'}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PROTOLM_TEST_PAUSE_AT_CHUNK": "4"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while not (record.exists() and json.loads(record.read_text())["rows"] == 48):

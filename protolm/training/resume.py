@@ -13,6 +13,7 @@ Three things make that so:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
@@ -127,3 +128,17 @@ class SaveOnInterrupt(Callback):
             stopped_by_ctrl_c = self.stop_requested
             cause = "Ctrl-C" if self.stop_requested else "SIGTERM"
             log.warning("interrupted (%s): saved %s; resume with ckpt_path=last", cause, self.last_path)
+
+
+@contextlib.contextmanager
+def ctrl_c_given_back():
+    """Ctrl-C works again after the block: Lightning, stopping a run on a KeyboardInterrupt, sets
+    SIGINT to be ignored for good, which would leave a notebook (or any process that goes on, and
+    every process it starts) deaf to Ctrl-C."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if before not in (None, signal.SIG_IGN) and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, before)

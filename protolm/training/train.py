@@ -27,6 +27,7 @@ from protolm.training.assemble import (
     start_encoder_from,
 )
 from protolm.training.loggers import build_loggers, log_config, log_final_metrics, log_prototype_table
+from protolm.training.resume import ctrl_c_given_back
 from protolm.training.runs import finish_checkpoints, holding, resolve_resume
 from protolm.training.ship import Shipped, ship
 from protolm.utils.progress import lines_every
@@ -59,7 +60,8 @@ def fit_and_report(cfg: DictConfig, settings: Settings, run_dir: Path, ckpt_path
     trainer = build_trainer(settings, callbacks, build_loggers(cfg), run_dir)
     log_config(trainer, model.artifacts["config"])
     parameters = log_parameters(model)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with ctrl_c_given_back():
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     train_seconds = time.time() - started
     shipped = ship(settings, trainer, model, datamodule, selected_checkpoint(checkpoint, run_dir), run_dir)
     if shipped.post.projected is not None:  # the prototypes as projected (before any pruning renumbers them)
