@@ -280,6 +280,7 @@ def main():
     parser.add_argument("--prototype-run", default=None)
     parser.add_argument("--linear-run", default=None)
     parser.add_argument("--examples", type=int, default=500)
+    parser.add_argument("--start", type=int, default=0, help="the first dev sentence explained (0-based)")
     parser.add_argument("--ig-steps", type=int, default=50)
     parser.add_argument("--lime-samples", type=int, default=200)
     parser.add_argument("--shap-samples", type=int, default=200)

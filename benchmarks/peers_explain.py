@@ -1,6 +1,6 @@
 """``python benchmarks/peers.py --what explain``: protolm's own rationales beside post-hoc explainers.
 
-On the same trained models and the first N SST-2 dev sentences: milliseconds per explained example
+On the same trained models and N SST-2 dev sentences from the ``--start``-th on: milliseconds per explained example
 (each rationale timed batch by batch in one pass, so all see the same load) and ERASER's token-level
 comprehensiveness / sufficiency / AOPC (tokens deleted, the predicted class; AOPC as the mean over
 each example's distinct bin sizes and as ERASER's mean over the fixed bins) of the rationales of
@@ -28,10 +28,13 @@ import torch
 from benchmarks.common import table, write
 
 
-def _dev_sentences(clf, n: int):
-    """The first ``n`` examples of the split the run reported on, as the commands read it."""
+def _dev_sentences(clf, start: int, n: int):
+    """``n`` examples of the split the run reported on, from the ``start``-th, as the commands read it
+    (a start past the sentences a rationale was designed on measures it on sentences it never saw)."""
     split = clf.datamodule().role_split("test")
-    return split.subset(list(range(min(n, len(split)))))
+    if not 0 <= start < len(split):
+        raise SystemExit(f"--start={start}: the reported split has {len(split)} examples; give 0 to {len(split) - 1}")
+    return split.subset(list(range(start, min(start + n, len(split)))))
 
 
 def _load(run_dir: str):
@@ -109,7 +112,7 @@ def explain(args) -> None:
         )
         rationales = tuple(r for r in (*builtin, *POSTHOC) if r in args.rationales) + ("random",)
         result = token_level(
-            loaded.model, loaded.tokenizer, _dev_sentences(loaded, args.examples), bins, removal="delete",
+            loaded.model, loaded.tokenizer, _dev_sentences(loaded, args.start, args.examples), bins, removal="delete",
             target="predicted", batch_size=16, max_length=loaded.max_length, rationales=rationales,
             scorers=_scorers(args),
         )  # fmt: skip
@@ -117,7 +120,15 @@ def explain(args) -> None:
         rows += _rows(model_name, result, rationales)
         print(table(rows, list(rows[0])), flush=True)
     budgets = {"ig_steps": args.ig_steps, "lime_samples": args.lime_samples, "shap_samples": args.shap_samples}
-    settings = {"examples": args.examples, "bins": bins, "removal": "delete", "target": "predicted", **budgets}
+    measured_examples = next(iter(measured.values()))["examples"] if measured else 0
+    settings = {
+        "start": args.start,
+        "examples": measured_examples,
+        "bins": bins,
+        "removal": "delete",
+        "target": "predicted",
+        **budgets,
+    }
     derived = _derived(rows)
     for key, value in derived.items():
         print(f"{key}: {value}")

@@ -49,12 +49,25 @@ def test_serving_benchmark_smoke_runs_and_checks_onnx_against_torch(tiny_run, tm
 
 
 def test_peers_explain_smoke_scores_every_explainer(tiny_run, tmp_path):
-    args = ["--what", "explain", "--prototype-run", str(tiny_run), "--examples", "6", "--ig-steps", "4"]
+    args = [
+        "--what",
+        "explain",
+        "--prototype-run",
+        str(tiny_run),
+        "--start",
+        "28",
+        "--examples",
+        "6",
+        "--ig-steps",
+        "4",
+    ]
     result = run_cli(
         "benchmarks/peers.py", *args, "--lime-samples", "12", "--shap-samples", "12", "--out", str(tmp_path)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     found = json.loads((tmp_path / "peers_explain.json").read_text())
+    # From the 28th of the 32 reported examples: the 4 left, and the record says which.
+    assert (found["settings"]["start"], found["settings"]["examples"]) == (28, 4)
     rows = {r["rationale"]: r for r in found["rows"]}
     explainers = ("greedy_gates", "gates", "attention", "contribution", "integrated_gradients", "lime", "kernel_shap")
     assert set(rows) == {*explainers, "random"}
@@ -62,6 +75,14 @@ def test_peers_explain_smoke_scores_every_explainer(tiny_run, tmp_path):
     assert found["derived"]["best_posthoc"] in ("integrated_gradients", "lime", "kernel_shap")
     # Every rationale's AOPC is a drop in a probability: within [-1, 1].
     assert all(-1 <= r[k] <= 1 for r in rows.values() for k in ("aopc_comprehensiveness", "aopc_sufficiency"))
+
+
+def test_peers_explain_refuses_a_start_past_the_reported_split(tiny_run, tmp_path):
+    args = ["--what", "explain", "--prototype-run", str(tiny_run), "--start", "32", "--out", str(tmp_path)]
+    result = run_cli("benchmarks/peers.py", *args)
+    assert result.returncode != 0
+    assert "--start=32: the reported split has 32 examples; give 0 to 31" in result.stderr
+    assert not (tmp_path / "peers_explain.json").exists()
 
 
 @pytest.mark.slow
